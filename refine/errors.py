@@ -1,0 +1,13 @@
+"""Exceptions that the CLI turns into one clear line and exit code 2."""
+
+
+class RefineError(Exception):
+    """A user-facing problem: bad config, missing input, unusable output directory."""
+
+
+class ConfigError(RefineError):
+    """The config cannot be used; the message names the YAML path and the problem."""
+
+
+class InputError(RefineError):
+    """An input path or URL cannot be resolved or opened."""
