@@ -1,0 +1,59 @@
+"""Connect to Dask: an existing scheduler, or a LocalCluster of worker processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dask
+
+from refine.errors import RefineError
+from refine.pipeline.config import ClusterConfig
+
+log = logging.getLogger("refine")
+
+
+@contextmanager
+def dask_client(cfg: ClusterConfig, *, quiet: bool = True) -> Iterator[Any]:
+    """Yield a ``distributed.Client``; a LocalCluster is closed on exit, a remote one is not."""
+    from distributed import Client, LocalCluster
+
+    level = logging.ERROR if quiet else logging.INFO
+    if cfg.address:
+        try:
+            client = Client(cfg.address, timeout="20s")
+        except (OSError, TimeoutError) as e:
+            raise RefineError(f"cannot reach the Dask scheduler at {cfg.address}: {e}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = cfg.workers or os.cpu_count() or 1
+    # Our extraction runs a child process per worker; nannies must not be daemonic for that to
+    # be allowed by multiprocessing-based libraries, and it costs nothing otherwise.
+    with dask.config.set({"distributed.worker.daemon": False}):
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=cfg.threads_per_worker,
+            processes=True,
+            memory_limit=cfg.memory_limit,
+            dashboard_address=":0",
+            silence_logs=level,
+        )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def dashboard_link(client: Any) -> str | None:
+    try:
+        return client.dashboard_link
+    except Exception:
+        return None

@@ -1,0 +1,175 @@
+"""Pipeline configuration: a YAML file validated into typed objects before any work starts.
+
+```yaml
+input: ["${REFINE_TEST_DATA:-../shared/data}/warc/*.warc.gz"]
+output: out/sample
+keep_intermediate: false
+cluster: {address: null, workers: 2}
+stages:
+  - read: {slice_mb: 16}
+  - extract: {engine: trafilatura, timeout: 10}
+```
+
+Every problem is reported as one ``ConfigError`` line naming the YAML path
+(``stages[1].extract.timeout: ...``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from refine.errors import ConfigError
+from refine.pipeline.registry import STAGES, stage_class
+from refine.pipeline.stage import Stage
+
+
+class ClusterConfig(BaseModel):
+    """Where the Dask work runs. No address: a LocalCluster of worker processes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = None  # e.g. tcp://10.0.0.5:8786, an existing `dask scheduler`
+    workers: int | None = Field(default=None, ge=1)  # LocalCluster processes; default: CPU count
+    threads_per_worker: int = Field(default=1, ge=1)
+    memory_limit: str = "auto"  # per LocalCluster worker, Dask syntax ("4GiB", "auto")
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: list[str] = Field(default_factory=list)
+    output: str
+    keep_intermediate: bool = False
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    stages: list[dict[str, Any]]
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand_env(value: str) -> str:
+    """``${VAR}``, ``$VAR`` and ``${VAR:-default}`` from the environment."""
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1) or m.group(3)
+        if name in os.environ and os.environ[name] != "":
+            return os.environ[name]
+        if m.group(2) is not None:
+            return m.group(2)
+        raise ConfigError(f"environment variable {name} is not set (used in {value!r})")
+
+    return _ENV.sub(sub, value)
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _pydantic_message(err: ValidationError, prefix: str = "") -> str:
+    msgs = []
+    for e in err.errors():
+        where = _loc(tuple(e["loc"]))
+        where = f"{prefix}.{where}" if prefix and where else (prefix or where)
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        msgs.append(f"{where}: {msg}")
+    return "; ".join(msgs)
+
+
+def build_stages(entries: list[Any]) -> list[Stage]:
+    """Turn the ``stages:`` list into validated stage objects (no work, no model loading)."""
+    if not entries:
+        raise ConfigError("stages: the pipeline has no stages")
+    stages: list[Stage] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"stages[{i}]"
+        if isinstance(entry, str):
+            entry = {entry: None}
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConfigError(f"{where}: expected one mapping '- name: {{params}}', got {entry!r}")
+        ((name, params),) = entry.items()
+        if name not in STAGES:
+            known = ", ".join(STAGES)
+            raise ConfigError(f"{where}: unknown stage {name!r} (known stages: {known})")
+        if name in seen:
+            raise ConfigError(f"{where}: stage {name!r} appears twice")
+        seen.add(name)
+        cls = stage_class(name)
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}.{name}: expected a mapping of parameters, got {params!r}")
+        try:
+            p = cls.Params(**params)
+        except ValidationError as e:
+            raise ConfigError(_pydantic_message(e, f"{where}.{name}")) from None
+        stages.append(cls(p))
+    if stages[0].kind != "source":
+        raise ConfigError(
+            f"stages[0]: the first stage must read input (e.g. 'read'), not {stages[0].name!r}"
+        )
+    for i, s in enumerate(stages[1:], start=1):
+        if s.kind == "source":
+            raise ConfigError(
+                f"stages[{i}]: {s.name!r} reads input and can only be the first stage"
+            )
+    return stages
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read and validate a YAML config; ``overrides`` (from the CLI) replace top-level keys."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key in ("address", "workers"):
+            raw.setdefault("cluster", {})
+            if not isinstance(raw["cluster"], dict):
+                raise ConfigError(f"{path}: cluster: expected a mapping")
+            raw["cluster"][key] = value
+        else:
+            raw[key] = value
+    try:
+        cfg = PipelineConfig(**raw)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {_pydantic_message(e)}") from None
+    except TypeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    try:
+        cfg.input = [expand_env(s) for s in cfg.input]
+        cfg.output = expand_env(cfg.output)
+        build_stages(cfg.stages)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    if not cfg.input:
+        raise ConfigError(f"{path}: input: no input given (set 'input:' or pass --input)")
+    return cfg

@@ -1,0 +1,49 @@
+"""Stage registry: YAML stage name -> implementing class.
+
+Adding a stage is one module plus one line here. Entries are import strings so that building the
+registry does not import every stage's heavy dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from refine.pipeline.stage import Stage
+
+STAGES: dict[str, str] = {
+    "read": "refine.extract.stages:ReadWarc",
+    "extract": "refine.extract.stages:Extract",
+}
+
+#: The pipeline's stage names in their usual order (RefinedWeb / FineWeb); later issues register
+#: the rest. Names are the same in config keys, output folders and report.json.
+CANONICAL_ORDER = [
+    "read",
+    "extract",
+    "url_filter",
+    "language",
+    "gopher_repetition",
+    "gopher_quality",
+    "c4",
+    "fineweb",
+    "llama3_heuristics",
+    "perplexity",
+    "quality_classifier",
+    "pii",
+    "dedup_url",
+    "dedup_exact",
+    "dedup_minhash",
+    "dedup_lines",
+    "dedup_substring",
+    "shuffle",
+    "tokenize",
+]
+
+
+def stage_class(name: str) -> type[Stage]:
+    """The class registered under ``name``; KeyError if there is none."""
+    module_name, _, attr = STAGES[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if cls.name != name:
+        raise RuntimeError(f"registry entry {name!r} points at a stage named {cls.name!r}")
+    return cls

@@ -1,0 +1,364 @@
+"""Run a pipeline on Dask: plan segments, skip finished parts, run the rest, write the report.
+
+The stage list is cut into **segments** at checkpoints. A map segment is a chain of map stages
+(starting with the source stage, or reading the previous checkpoint's Parquet parts) that runs as
+one Dask task per partition, so a partition flows through the whole chain without being copied
+once per stage. A global segment is one global stage over the previous checkpoint's dataset.
+
+Resume: each finished part leaves a marker (written last, atomically) holding its stats; a re-run
+skips parts with a marker and recomputes the rest, overwriting any half-finished files under the
+same names, so no document is lost or written twice. Each segment stores a fingerprint of its
+inputs and stage parameters; when it changes, that segment and everything after it is recomputed
+while earlier checkpoints (e.g. extraction) are reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow.parquet as pq
+
+import refine
+from refine.errors import RefineError
+from refine.pipeline.config import PipelineConfig, build_stages
+from refine.pipeline.inputs import InputFile
+from refine.pipeline.stage import GlobalContext, Partition, Stage
+from refine.pipeline.stats import StageStats, merge_stats
+from refine.pipeline.storage import (
+    OutputLayout,
+    clean_temporaries,
+    list_parts,
+    read_json,
+    remove_tree,
+    stage_folder,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+
+log = logging.getLogger("refine")
+
+
+@dataclass
+class Segment:
+    key: str  # the folder name of its last stage, which is its checkpoint
+    kind: str  # "map" | "global"
+    stages: list[tuple[str, Stage]]  # (folder, stage)
+    fingerprint: str = ""
+    input_key: str | None = None  # the checkpoint it reads; None for the source segment
+
+    @property
+    def has_source(self) -> bool:
+        return self.stages[0][1].kind == "source"
+
+
+def plan_segments(stages: list[Stage], source_salt: str = "") -> list[Segment]:
+    """Cut the stage list at checkpoints; ``source_salt`` identifies the inputs read."""
+    segments: list[Segment] = []
+    current: list[tuple[str, Stage]] = []
+
+    def flush() -> None:
+        if current:
+            segments.append(Segment(key=current[-1][0], kind="map", stages=list(current)))
+            current.clear()
+
+    for i, stage in enumerate(stages):
+        folder = stage_folder(i, stage.name)
+        if stage.kind == "global":
+            flush()
+            segments.append(Segment(key=folder, kind="global", stages=[(folder, stage)]))
+            continue
+        current.append((folder, stage))
+        if stage.checkpoint:
+            flush()
+    flush()
+    prev_key = None
+    prev_fp = source_salt
+    for seg in segments:
+        seg.input_key = prev_key
+        h = hashlib.sha256(prev_fp.encode())
+        for folder, stage in seg.stages:
+            h.update(f"|{folder}:{stage.fingerprint()}".encode())
+        seg.fingerprint = h.hexdigest()[:16]
+        prev_key, prev_fp = seg.key, seg.fingerprint
+    return segments
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """Everything a worker needs to run one partition through one map segment."""
+
+    root: str
+    segment_key: str
+    fingerprint: str
+    stages: list[tuple[str, Stage]]
+    partition: Partition
+    keep_intermediate: bool
+
+
+def run_part(job: PartJob) -> dict[str, Any]:
+    """Run one partition through a fused chain of map stages (executes on a Dask worker)."""
+    layout = OutputLayout(job.root)
+    marker = layout.done_marker(job.segment_key, job.partition.id)
+    if marker.exists():  # a retried task whose first attempt finished
+        return read_json(marker)
+    part_name = f"part-{job.partition.id}.parquet"
+    stats: list[dict[str, Any]] = []
+    table = None
+    last = len(job.stages) - 1
+    for i, (folder, stage) in enumerate(job.stages):
+        if stage.kind == "source":
+            result = stage.read(job.partition)
+        else:
+            if table is None:
+                table = pq.read_table(job.partition.spec)
+            result = stage.process(table)
+        table = result.table
+        write_parquet_atomic(result.log, layout.stage_log(folder) / part_name)
+        if i == last or job.keep_intermediate:
+            write_parquet_atomic(table, layout.documents(folder) / part_name)
+        stats.append(result.stats.to_dict())
+    done = {"part": job.partition.id, "fingerprint": job.fingerprint, "stats": stats}
+    write_json_atomic(done, marker)
+    return done
+
+
+@dataclass
+class RunSummary:
+    report: dict[str, Any]
+    parts_total: int = 0
+    parts_skipped: int = 0
+    stage_stats: list[StageStats] = field(default_factory=list)
+
+
+ProgressFactory = Callable[[str, int], Any]
+
+
+class _NullProgress:
+    def __init__(self, *a: Any, **k: Any):
+        pass
+
+    def advance(self, docs: int, resumed: bool = False) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Runner:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        inputs: list[InputFile],
+        *,
+        progress: ProgressFactory | None = None,
+    ):
+        self.config = config
+        self.inputs = inputs
+        self.stages = build_stages(config.stages)
+        self.layout = OutputLayout(config.output)
+        # what is read is part of the source segment's identity: other files, other documents
+        salt = hashlib.sha256("".join(f"|{f.url}:{f.size}" for f in inputs).encode()).hexdigest()
+        self.segments = plan_segments(self.stages, source_salt=salt)
+        self.progress = progress or _NullProgress
+
+    @classmethod
+    def prepare(cls, config: PipelineConfig, **kwargs: Any) -> Runner:
+        """Validate stages, check their models/imports and resolve inputs: all before any work."""
+        stages = build_stages(config.stages)
+        for stage in stages:
+            stage.check()
+        inputs = stages[0].resolve_inputs(config.input)
+        return cls(config, inputs, **kwargs)
+
+    # -- resume bookkeeping ------------------------------------------------------------------
+    def _reset_segment(self, seg: Segment) -> None:
+        for folder, _ in seg.stages:
+            remove_tree(self.layout.documents(folder))
+            remove_tree(self.layout.stage_log(folder))
+            remove_tree(self.layout.stats(folder))
+        remove_tree(self.layout.done_dir(seg.key))
+
+    def _sync_state(self) -> None:
+        """Invalidate segments whose fingerprint changed, and all segments after them."""
+        invalid = False
+        for seg in self.segments:
+            state_path = self.layout.segment_state(seg.key)
+            old = read_json(state_path)["fingerprint"] if state_path.exists() else None
+            if invalid or (old is not None and old != seg.fingerprint):
+                if old is not None:
+                    log.warning(
+                        "stages %s changed since the last run: recomputing them",
+                        ", ".join(s.name for _, s in seg.stages),
+                    )
+                invalid = True
+                self._reset_segment(seg)
+            elif old is None:
+                self._reset_segment(seg)  # leftovers of a run that never recorded a fingerprint
+            write_json_atomic({"fingerprint": seg.fingerprint}, state_path)
+            for folder, _ in seg.stages:
+                clean_temporaries(self.layout.documents(folder))
+                clean_temporaries(self.layout.stage_log(folder))
+
+    # -- execution -----------------------------------------------------------------------------
+    def _partitions(self, seg: Segment) -> list[Partition]:
+        if seg.has_source:
+            return seg.stages[0][1].plan(self.inputs)
+        parts = list_parts(self.layout.documents(seg.input_key))
+        return [
+            Partition(id=p.name[len("part-") : -len(".parquet")], spec=str(p), size_hint=None)
+            for p in parts
+        ]
+
+    def _run_map_segment(self, client: Any, seg: Segment) -> tuple[list[dict], int, int]:
+        from distributed import as_completed
+
+        partitions = self._partitions(seg)
+        done: list[dict] = []
+        todo: list[Partition] = []
+        for part in partitions:
+            marker = self.layout.done_marker(seg.key, part.id)
+            if marker.exists():
+                done.append(read_json(marker))
+            else:
+                todo.append(part)
+        skipped = len(done)
+        names = "+".join(s.name for _, s in seg.stages)
+        bar = self.progress(names, len(partitions))
+        for d in done:
+            bar.advance(d["stats"][-1]["docs_out"], resumed=True)
+        jobs = (
+            PartJob(
+                root=str(self.layout.root),
+                segment_key=seg.key,
+                fingerprint=seg.fingerprint,
+                stages=seg.stages,
+                partition=part,
+                keep_intermediate=self.config.keep_intermediate,
+            )
+            for part in todo
+        )
+        window = max(16, 4 * _total_threads(client))
+        queue = as_completed()
+        in_flight = 0
+        try:
+            for job in jobs:
+                if in_flight >= window:
+                    fut = next(queue)
+                    done.append(_result(fut))
+                    bar.advance(done[-1]["stats"][-1]["docs_out"])
+                    in_flight -= 1
+                queue.add(
+                    client.submit(
+                        run_part,
+                        job,
+                        pure=False,
+                        key=f"{seg.key}-{job.partition.id}-{uuid.uuid4().hex[:8]}",
+                    )
+                )
+                in_flight += 1
+            for fut in queue:
+                done.append(_result(fut))
+                bar.advance(done[-1]["stats"][-1]["docs_out"])
+        finally:
+            bar.close()
+        return done, len(partitions), skipped
+
+    def _run_global_segment(self, client: Any, seg: Segment) -> tuple[list[dict], int, int]:
+        folder, stage = seg.stages[0]
+        marker = self.layout.done_marker(seg.key, "global")
+        if marker.exists():
+            return [read_json(marker)], 1, 1
+        ctx = GlobalContext(
+            input_dir=str(self.layout.documents(seg.input_key)),
+            output_dir=str(self.layout.documents(folder)),
+            log_dir=str(self.layout.stage_log(folder)),
+            client=client,
+        )
+        stats = stage.run(ctx)
+        done = {"part": "global", "fingerprint": seg.fingerprint, "stats": [stats.to_dict()]}
+        write_json_atomic(done, marker)
+        return [done], 1, 0
+
+    def run(self, client: Any) -> RunSummary:
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        self.layout.prepare()
+        self._sync_state()
+        stage_stats: dict[str, list[StageStats]] = {
+            folder: [] for seg in self.segments for folder, _ in seg.stages
+        }
+        parts_total = parts_skipped = 0
+        for seg in self.segments:
+            if seg.kind == "map":
+                results, n, skipped = self._run_map_segment(client, seg)
+            else:
+                results, n, skipped = self._run_global_segment(client, seg)
+            parts_total += n
+            parts_skipped += skipped
+            for r in results:
+                for (folder, _), s in zip(seg.stages, r["stats"], strict=True):
+                    stage_stats[folder].append(StageStats.from_dict(s))
+        merged: list[StageStats] = []
+        entries = []
+        for seg in self.segments:
+            for folder, stage in seg.stages:
+                items = stage_stats[folder]
+                s = merge_stats(items) if items else StageStats(name=stage.name)
+                s.check_balance()
+                merged.append(s)
+                entry = {"folder": folder, "kind": stage.kind, **s.to_dict()}
+                write_json_atomic(entry, self.layout.stats(folder))
+                entries.append(entry)
+        report = {
+            "refine_version": refine.__version__,
+            "started_at": started.isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
+            "wall_seconds": round(time.perf_counter() - t0, 3),
+            "output": str(self.layout.root),
+            "config": self.config.model_dump(mode="json"),
+            "inputs": {
+                "files": len(self.inputs),
+                "bytes": sum(f.size or 0 for f in self.inputs),
+                "urls": [f.url for f in self.inputs[:1000]],
+            },
+            "cluster": _cluster_facts(client),
+            "parts": {"total": parts_total, "resumed": parts_skipped},
+            "stages": entries,
+        }
+        write_json_atomic(report, self.layout.report())
+        return RunSummary(report, parts_total, parts_skipped, merged)
+
+
+def _result(fut: Any) -> dict:
+    try:
+        return fut.result()
+    except Exception as e:
+        raise RefineError(f"task {fut.key} failed: {type(e).__name__}: {e}") from e
+
+
+def _total_threads(client: Any) -> int:
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:
+        return os.cpu_count() or 1
+
+
+def _cluster_facts(client: Any) -> dict[str, Any]:
+    try:
+        info = client.scheduler_info()
+        workers = info.get("workers", {})
+        return {
+            "scheduler": info.get("address"),
+            "workers": len(workers),
+            "threads": sum(w.get("nthreads", 0) for w in workers.values()),
+        }
+    except Exception:
+        return {}

@@ -1,0 +1,209 @@
+"""The stage protocol: what a stage implements, and what the base classes do for it.
+
+Three kinds of stage:
+
+- ``SourceStage`` (``read``): plans partitions from the inputs and turns one partition into an
+  Arrow table. Runs first, fused with the map stages that follow it.
+- ``MapStage``: ``pa.Table -> pa.Table`` per partition (extraction, annotators, filters). The base
+  class owns the bookkeeping (stats, decision log); a concrete stage owns only its rule.
+- ``GlobalStage`` (dedup, shuffle): needs every partition; runs over the materialised Parquet
+  dataset of the previous checkpoint with Dask's own shuffle/groupby.
+
+Every stage has a pydantic ``Params`` model: the YAML schema, the defaults and the validation
+in one place. Params are validated and ``check()`` is called when the pipeline is built, before
+any work starts. Heavy resources (models, child processes) load lazily inside the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from refine.pipeline.stats import StageStats
+
+
+class StageParams(BaseModel):
+    """Base of every stage's parameters: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class StageResult:
+    """What a stage returns for one partition."""
+
+    table: pa.Table  # the documents that go on
+    log: pa.Table  # the decision log: id, url, kept, reason, detail, source, signals...
+    stats: StageStats
+
+
+class Stage:
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    Params: ClassVar[type[StageParams]] = StageParams
+    #: Write the documents after this stage even in the middle of a fused chain (e.g. after the
+    #: expensive extraction, so filters can be re-tuned without redoing it).
+    checkpoint: ClassVar[bool] = False
+
+    def __init__(self, params: StageParams | None = None):
+        self.params = params if params is not None else self.Params()
+
+    def check(self) -> None:
+        """Fail at build time (``ConfigError``) when a model file or import is missing."""
+
+    def fingerprint(self) -> str:
+        """Identifies the stage's behaviour; a change invalidates its outputs on re-run."""
+        blob = json.dumps(
+            {"name": self.name, "params": self.params.model_dump(mode="json")}, sort_keys=True
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One unit of work: a stable id (names the part files) and what to read."""
+
+    id: str
+    spec: Any
+    size_hint: int | None = None  # bytes, for progress only
+
+
+class SourceStage(Stage):
+    kind = "source"
+
+    def resolve_inputs(self, patterns: list[str]) -> list[Any]:
+        """Turn the config's ``input`` into a list of inputs; raise ``InputError`` if unusable."""
+        raise NotImplementedError
+
+    def plan(self, inputs: list[Any]) -> list[Partition]:
+        raise NotImplementedError
+
+    def read(self, partition: Partition) -> StageResult:
+        raise NotImplementedError
+
+
+class MapStage(Stage):
+    kind = "map"
+
+    def process(self, table: pa.Table) -> StageResult:
+        raise NotImplementedError
+
+
+class FilterStage(MapStage):
+    """A scoring filter: ``score`` computes signal columns, ``decide`` applies thresholds.
+
+    Scores are kept as columns on the documents and in the decision log, so thresholds can be
+    re-tuned on saved signals without recomputing them.
+    """
+
+    def score(self, table: pa.Table) -> dict[str, pa.Array]:
+        """Signal columns for every row of ``table`` (same length, same order)."""
+        raise NotImplementedError
+
+    def decide(self, table: pa.Table) -> pa.Array:
+        """A string array: null where the document is kept, else the drop reason."""
+        raise NotImplementedError
+
+    def process(self, table: pa.Table) -> StageResult:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for col, values in self.score(table).items():
+            if col in table.column_names:
+                table = table.set_column(table.column_names.index(col), col, values)
+            else:
+                table = table.append_column(col, values)
+        reasons = self.decide(table)
+        kept = pc.is_null(reasons)
+        out = table.filter(kept)
+        stats = StageStats(name=self.name, parts=1)
+        stats.docs_in, stats.docs_out = table.num_rows, out.num_rows
+        stats.bytes_in = text_bytes(table)
+        stats.bytes_out = text_bytes(out)
+        for reason, n in _value_counts(reasons.filter(pc.invert(kept))):
+            stats.drop(reason, n)
+        signal_cols = {c: table[c] for c in self.signal_names(table)}
+        log = decision_log(table, kept, reasons, None, signal_cols)
+        stats.seconds = time.perf_counter() - t0
+        stats.cpu_seconds = time.process_time() - c0
+        return StageResult(out, log, stats)
+
+    def signal_names(self, table: pa.Table) -> list[str]:
+        return []
+
+
+class GlobalStage(Stage):
+    kind = "global"
+
+    def run(self, ctx: GlobalContext) -> StageStats:
+        raise NotImplementedError
+
+
+@dataclass
+class GlobalContext:
+    """What a global stage gets: the input dataset, where to write, and the Dask client."""
+
+    input_dir: str
+    output_dir: str
+    log_dir: str
+    client: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def text_bytes(table: pa.Table, column: str = "text") -> int:
+    if column not in table.column_names or table.num_rows == 0:
+        return 0
+    lengths = pc.binary_length(table[column].cast(pa.large_binary()))
+    return int(pc.sum(lengths).as_py() or 0)
+
+
+def _value_counts(arr: pa.Array | pa.ChunkedArray) -> list[tuple[str, int]]:
+    if len(arr) == 0:
+        return []
+    vc = pc.value_counts(arr)
+    return [(v["values"].as_py(), v["counts"].as_py()) for v in vc]
+
+
+LOG_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("url", pa.string()),
+        ("kept", pa.bool_()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+
+def decision_log(
+    table: pa.Table,
+    kept: pa.Array,
+    reasons: pa.Array,
+    details: pa.Array | None,
+    signals: dict[str, pa.Array] | None = None,
+) -> pa.Table:
+    """The per-stage decision log: one row per input document."""
+    n = table.num_rows
+
+    def col(name: str) -> pa.Array:
+        if name in table.column_names:
+            return table[name]
+        return pa.nulls(n, pa.string())
+
+    cols = {
+        "id": col("id"),
+        "url": col("url"),
+        "kept": kept,
+        "reason": reasons,
+        "detail": details if details is not None else pa.nulls(n, pa.string()),
+        "source": col("source"),
+    }
+    for k, v in (signals or {}).items():
+        cols[k] = v
+    return pa.table(cols)

@@ -1,0 +1,113 @@
+"""Per-stage statistics: small mergeable objects reduced across partitions.
+
+A task returns one ``StageStats`` per stage it ran; the driver adds them up (``a + b``) and writes
+``stats/NN_name.json`` and the stage's entry of ``report.json``. Everything is plain data so the
+objects pickle cheaply between Dask workers and round-trip through JSON for resume.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+#: How many example problems (file#offset and detail) a stage keeps for the report.
+MAX_ERROR_SAMPLES = 50
+
+
+@dataclass
+class StageStats:
+    """Counts for one stage over one or more partitions.
+
+    ``bytes_*`` are UTF-8 bytes of the stage's main payload (HTML for ``read``, text after that).
+    ``seconds`` and ``cpu_seconds`` are summed over partitions, i.e. worker-seconds, not wall time.
+    """
+
+    name: str
+    docs_in: int = 0
+    docs_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    parts: int = 0
+    counters: Counter = field(default_factory=Counter)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] += n
+
+    def error(self, reason: str, source: str | None, detail: str | None) -> None:
+        """Remember an example of a problem (the count itself goes through ``drop``)."""
+        if len(self.errors) < MAX_ERROR_SAMPLES:
+            self.errors.append({"reason": reason, "source": source, "detail": detail})
+
+    def __add__(self, other: StageStats) -> StageStats:
+        if other.name != self.name:
+            raise ValueError(f"cannot add stats of stage {other.name!r} to {self.name!r}")
+        return StageStats(
+            name=self.name,
+            docs_in=self.docs_in + other.docs_in,
+            docs_out=self.docs_out + other.docs_out,
+            bytes_in=self.bytes_in + other.bytes_in,
+            bytes_out=self.bytes_out + other.bytes_out,
+            dropped=self.dropped + other.dropped,
+            seconds=self.seconds + other.seconds,
+            cpu_seconds=self.cpu_seconds + other.cpu_seconds,
+            parts=self.parts + other.parts,
+            counters=self.counters + other.counters,
+            errors=(self.errors + other.errors)[:MAX_ERROR_SAMPLES],
+        )
+
+    @property
+    def docs_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        keep = self.docs_out / self.docs_in if self.docs_in else None
+        return {
+            "name": self.name,
+            "docs_in": self.docs_in,
+            "docs_out": self.docs_out,
+            "keep_rate": keep,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "dropped": dict(sorted(self.dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
+            "parts": self.parts,
+            "counters": dict(sorted(self.counters.items())),
+            "errors": self.errors,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageStats:
+        return cls(
+            name=d["name"],
+            docs_in=d["docs_in"],
+            docs_out=d["docs_out"],
+            bytes_in=d["bytes_in"],
+            bytes_out=d["bytes_out"],
+            dropped=Counter(d.get("dropped", {})),
+            seconds=d.get("seconds", 0.0),
+            cpu_seconds=d.get("cpu_seconds", 0.0),
+            parts=d.get("parts", 0),
+            counters=Counter(d.get("counters", {})),
+            errors=list(d.get("errors", [])),
+        )
+
+    def check_balance(self) -> None:
+        """Every document that came in either went out or was dropped with a reason."""
+        if self.docs_in != self.docs_out + self.docs_dropped:
+            raise AssertionError(
+                f"stage {self.name}: docs_in={self.docs_in} != docs_out={self.docs_out} + "
+                f"dropped={self.docs_dropped} ({dict(self.dropped)})"
+            )
+
+
+def merge_stats(items: list[StageStats]) -> StageStats:
+    total = items[0]
+    for s in items[1:]:
+        total = total + s
+    return total

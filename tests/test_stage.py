@@ -1,0 +1,118 @@
+"""The stage base classes own the bookkeeping: counts, reasons and the decision log."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from refine.pipeline.runner import plan_segments
+from refine.pipeline.stage import FilterStage, GlobalStage, MapStage, SourceStage, StageParams
+from refine.pipeline.stats import StageStats, merge_stats
+
+
+class MinWords(FilterStage):
+    """A filter as later issues write them: a score column and a threshold."""
+
+    name = "min_words"
+
+    class Params(StageParams):
+        min_words: int = 3
+
+    def score(self, table):
+        words = pc.count_substring_regex(table["text"], r"\S+")
+        return {"n_words": words}
+
+    def decide(self, table):
+        too_short = pc.less(table["n_words"], self.params.min_words)
+        return pc.if_else(too_short, pa.scalar("too_few_words"), pa.scalar(None, pa.string()))
+
+    def signal_names(self, table):
+        return ["n_words"]
+
+
+def docs(texts):
+    n = len(texts)
+    return pa.table(
+        {
+            "id": [f"d{i}" for i in range(n)],
+            "url": [f"http://x/{i}" for i in range(n)],
+            "text": pa.array(texts, pa.large_string()),
+            "source": [f"f#{i}" for i in range(n)],
+        }
+    )
+
+
+def test_filter_stage_keeps_scores_and_logs_every_decision():
+    res = MinWords().process(docs(["one two three", "short", "a b c d", "", "x y"]))
+    assert res.table["id"].to_pylist() == ["d0", "d2"]
+    assert res.table["n_words"].to_pylist() == [3, 4]  # the signal travels with the documents
+    log = res.log
+    assert log["kept"].to_pylist() == [True, False, True, False, False]
+    assert log["reason"].to_pylist() == [
+        None,
+        "too_few_words",
+        None,
+        "too_few_words",
+        "too_few_words",
+    ]
+    assert log["n_words"].to_pylist() == [3, 1, 4, 0, 2]
+    s = res.stats
+    assert (s.docs_in, s.docs_out, dict(s.dropped)) == (5, 2, {"too_few_words": 3})
+    assert s.bytes_in == len("one two threeshorta b c dx y") and s.bytes_out == len(
+        "one two threea b c d"
+    )
+    s.check_balance()
+
+
+def test_filter_threshold_is_config():
+    res = MinWords(MinWords.Params(min_words=1)).process(docs(["one", ""]))
+    assert res.table["id"].to_pylist() == ["d0"]
+
+
+def test_stats_merge_and_json_round_trip():
+    a = StageStats("s", docs_in=3, docs_out=2, bytes_in=30, bytes_out=20, parts=1)
+    a.drop("short")
+    b = StageStats("s", docs_in=4, docs_out=1, parts=1)
+    b.drop("short", 2)
+    b.drop("junk")
+    b.error("junk", "f.warc.gz#10", "bad")
+    m = merge_stats([a, b])
+    assert (m.docs_in, m.docs_out, m.parts) == (7, 3, 2)
+    assert dict(m.dropped) == {"short": 3, "junk": 1}
+    m.check_balance()
+    again = StageStats.from_dict(m.to_dict())
+    assert again.to_dict() == m.to_dict()
+    assert m.to_dict()["keep_rate"] == 3 / 7
+
+
+class Src(SourceStage):
+    name = "src"
+
+
+class Extractish(MapStage):
+    name = "ex"
+    checkpoint = True
+
+
+class Glob(GlobalStage):
+    name = "glob"
+
+
+def test_segments_fuse_map_stages_and_checkpoint_at_the_right_places():
+    segs = plan_segments([Src(), Extractish(), MinWords(), MinWords(), Glob(), MinWords()])
+    assert [(s.kind, s.key, [f for f, _ in s.stages]) for s in segs] == [
+        ("map", "01_ex", ["00_src", "01_ex"]),
+        ("map", "03_min_words", ["02_min_words", "03_min_words"]),
+        ("global", "04_glob", ["04_glob"]),
+        ("map", "05_min_words", ["05_min_words"]),
+    ]
+    assert [s.input_key for s in segs] == [None, "01_ex", "03_min_words", "04_glob"]
+
+
+def test_changing_a_later_stage_keeps_earlier_fingerprints():
+    a = plan_segments([Src(), Extractish(), MinWords()])
+    b = plan_segments([Src(), Extractish(), MinWords(MinWords.Params(min_words=9))])
+    assert a[0].fingerprint == b[0].fingerprint
+    assert a[1].fingerprint != b[1].fingerprint
+    c = plan_segments([Src(), Extractish(), MinWords()], source_salt="other inputs")
+    assert c[0].fingerprint != a[0].fingerprint and c[1].fingerprint != a[1].fingerprint
