@@ -1,0 +1,134 @@
+"""Shared test helpers: where the real crawl samples are, running the CLI, a local HTTP server."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_data() -> Path | None:
+    """``$REFINE_TEST_DATA`` or ``../shared/data`` beside the repo; None when absent."""
+    env = os.environ.get("REFINE_TEST_DATA")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    return path if (path / "warc").is_dir() else None
+
+
+def require_shared_data() -> Path:
+    path = shared_data()
+    if path is None:
+        pytest.skip(
+            "real crawl samples not found: set REFINE_TEST_DATA or put shared/data beside the repo"
+        )
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "refine.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def write_config(path: Path, inputs: list[str], output: Path, stages: str, extra: str = "") -> Path:
+    quoted = ", ".join(json.dumps(str(i)) for i in inputs)
+    path.write_text(
+        f"input: [{quoted}]\noutput: {json.dumps(str(output))}\n{extra}stages:\n{stages}"
+    )
+    return path
+
+
+FAST_STAGES = """  - read: {slice_mb: 1}
+  - extract: {engine: resiliparse, timeout: 20}
+"""
+
+
+def report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def stage(rep: dict, name: str) -> dict:
+    (entry,) = [s for s in rep["stages"] if s["name"] == name]
+    return entry
+
+
+def documents(out: Path, folder: str = "01_extract"):
+    """All documents of a checkpoint as one table, sorted by id."""
+    table = pq.read_table(out / "documents" / folder)
+    return table.sort_by("id")
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with HTTP Range support, as data.commoncrawl.org and S3 offer."""
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def send_head(self):
+        rng = self.headers.get("Range")
+        path = self.translate_path(self.path)
+        if not rng or not os.path.isfile(path):
+            return super().send_head()
+        size = os.path.getsize(path)
+        start_s, _, end_s = rng.removeprefix("bytes=").partition("-")
+        start = int(start_s)
+        end = min(int(end_s) if end_s else size - 1, size - 1)
+        if start >= size:
+            self.send_error(416)
+            return None
+        f = open(path, "rb")  # noqa: SIM115 - closed by the base class
+        f.seek(start)
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        self._remaining = end - start + 1
+        return _Limited(f, end - start + 1)
+
+
+class _Limited:
+    def __init__(self, f, n: int):
+        self.f, self.n = f, n
+
+    def read(self, size: int = -1) -> bytes:
+        if self.n <= 0:
+            return b""
+        size = self.n if size < 0 else min(size, self.n)
+        data = self.f.read(size)
+        self.n -= len(data)
+        return data
+
+    def close(self) -> None:
+        self.f.close()
+
+
+@contextlib.contextmanager
+def http_server(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` on 127.0.0.1 (a free port); yields the base URL."""
+    handler = functools.partial(_RangeHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
