@@ -7,6 +7,7 @@ import time
 
 import extract_fixtures
 import pytest
+from pydantic import ValidationError
 from support import require_shared_data
 
 from refine.errors import ConfigError
@@ -326,11 +327,13 @@ def test_check_engine_rejects_unusable_engines(engine, message):
         check_engine(ExtractConfig(engine=engine))
 
 
-def test_check_engine_rejects_bad_limits():
-    with pytest.raises(ConfigError, match="timeout"):
-        check_engine(ExtractConfig(timeout=0))
-    with pytest.raises(ConfigError, match="memory_limit_mb"):
-        check_engine(ExtractConfig(memory_limit_mb=10))
+def test_bad_limits_are_rejected_when_the_config_is_built():
+    with pytest.raises(ValidationError, match="timeout"):
+        ExtractConfig(timeout=0)
+    with pytest.raises(ValidationError, match="memory_limit_mb"):
+        ExtractConfig(memory_limit_mb=10)
+    with pytest.raises(ValidationError, match="output_format"):
+        ExtractConfig(output_format="html")
 
 
 def test_no_children_left_behind():

@@ -24,7 +24,6 @@ on its partition, and a resumed or re-scheduled partition gives the same text. A
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import functools
 import importlib
@@ -41,8 +40,12 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
 
 from refine.errors import ConfigError
+from refine.pipeline.stage import StageParams
 
 __all__ = [
     "ExtractConfig",
@@ -65,9 +68,10 @@ _READ_CHUNK = 1 << 20
 _PIPE_SIZE = 1 << 20
 
 
-@dataclass(frozen=True)
-class ExtractConfig:
+class ExtractConfig(StageParams):
     """How to extract text from HTML. Hashable: ``get_extractor`` caches one Extractor per config.
+
+    This is also the ``extract`` stage's YAML schema (each attribute's docstring is its help).
 
     trafilatura options mirror datatrove 0.10's ``Trafilatura`` extractor, which calls
     ``extract(html, favor_precision=True, include_comments=False, deduplicate=True)`` and leaves
@@ -77,11 +81,11 @@ class ExtractConfig:
 
     engine: str = "trafilatura"
     """"trafilatura", "resiliparse", or "module.path:function" with f(html, url) -> str | None."""
-    timeout: float = 10.0
+    timeout: float = Field(default=10.0, gt=0)
     """Wall-clock seconds allowed per document."""
-    startup_timeout: float = 120.0
+    startup_timeout: float = Field(default=120.0, gt=0)
     """Seconds allowed for a child to start and import the engine (not counted per document)."""
-    memory_limit_mb: int | None = 4096
+    memory_limit_mb: int | None = Field(default=4096, ge=256)
     """Address-space cap (RLIMIT_AS) of the child in MiB; None for no cap. A document that
     exceeds it ends with reason "extract_crashed" and a fresh child. The trafilatura child uses
     ~85 MiB of address space at rest; raise or disable the cap for a custom engine that loads
@@ -95,7 +99,7 @@ class ExtractConfig:
     deduplicate: bool = True
     fast: bool = False
     """Skip trafilatura's readability/justext fallbacks (faster, different output)."""
-    output_format: str = "txt"
+    output_format: Literal["txt", "markdown"] = "txt"
     """trafilatura output format: "txt" or "markdown"."""
 
     # resiliparse (extract_plain_text)
@@ -217,22 +221,8 @@ def _load_engine(config: ExtractConfig) -> Callable[[str, str | None], str | Non
 
 
 def check_engine(config: ExtractConfig) -> None:
-    """Fail at pipeline build time, not hours into a run: raise ConfigError if ``config`` is
-    invalid or its engine cannot be imported in this environment."""
-    if not config.timeout > 0:
-        raise ConfigError(f"extract.timeout must be > 0 seconds, got {config.timeout!r}")
-    if not config.startup_timeout > 0:
-        raise ConfigError(
-            f"extract.startup_timeout must be > 0 seconds, got {config.startup_timeout!r}"
-        )
-    if config.memory_limit_mb is not None and config.memory_limit_mb < 256:
-        raise ConfigError(
-            f"extract.memory_limit_mb must be >= 256 (or null), got {config.memory_limit_mb!r}"
-        )
-    if config.output_format not in ("txt", "markdown"):
-        raise ConfigError(
-            f"extract.output_format must be 'txt' or 'markdown', got {config.output_format!r}"
-        )
+    """Fail at pipeline build time, not hours into a run: raise ConfigError if the engine cannot
+    be imported in this environment (limits are validated by the model itself)."""
     _load_engine(config)
 
 
@@ -402,7 +392,7 @@ class _Child:
     """One running child process and its pipe buffers."""
 
     def __init__(self, config: ExtractConfig):
-        hello = _frame((dataclasses.asdict(config), [p or os.getcwd() for p in sys.path]))
+        hello = _frame((config.model_dump(), [p or os.getcwd() for p in sys.path]))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "refine.extract.engines"],
             stdin=subprocess.PIPE,

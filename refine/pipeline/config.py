@@ -47,7 +47,7 @@ class PipelineConfig(BaseModel):
     output: str
     keep_intermediate: bool = False
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
-    stages: list[dict[str, Any]]
+    stages: list[dict[str, Any] | str]
 
     @field_validator("input", mode="before")
     @classmethod

@@ -57,7 +57,7 @@ def crawl_paths(crawl_id: str, base_url: str, max_files: int | None) -> list[str
 
 def _expand_one(pattern: str) -> list[str]:
     if _is_url(pattern):
-        fs, _, _ = fsspec.core.url_to_fs(pattern)
+        fs, _ = fsspec.core.url_to_fs(pattern)
         if _GLOB_CHARS.search(pattern.split("://", 1)[1]) and not pattern.startswith("http"):
             protocol = pattern.split("://", 1)[0]
             return sorted(f"{protocol}://{p}" for p in fs.glob(pattern))
@@ -82,7 +82,7 @@ def _size(url: str) -> int | None:
     if not _is_url(url):
         return os.path.getsize(url)
     try:
-        fs, _, _ = fsspec.core.url_to_fs(url)
+        fs, _ = fsspec.core.url_to_fs(url)
         info = fs.info(url)
     except FileNotFoundError:
         raise InputError(f"input {url!r}: not found") from None

@@ -32,7 +32,7 @@ from refine.pipeline.stats import StageStats
 class StageParams(BaseModel):
     """Base of every stage's parameters: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 @dataclass

@@ -1,0 +1,27 @@
+# Two commands on a fresh Debian machine with Python 3.11:  make run   and   make test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint bench clean
+
+$(BIN)/refine: pyproject.toml
+	$(PYTHON) -m venv $(VENV) || (apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV))
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(BIN)/refine
+
+install: $(BIN)/refine
+
+run: install
+	$(BIN)/refine run configs/sample.yaml
+
+test: install
+	$(BIN)/ruff check refine tests scripts
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) out

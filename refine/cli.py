@@ -1,0 +1,165 @@
+"""The ``refine`` command line.
+
+User mistakes (bad config, missing input, unwritable output) print one line and exit 2 before
+any work starts; an unexpected failure exits 1 and leaves finished parts for a resumed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from refine import __version__
+from refine.errors import RefineError
+
+EXIT_USER_ERROR = 2
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    from refine.pipeline.cluster import dashboard_link, dask_client
+    from refine.pipeline.config import load_config
+    from refine.pipeline.progress import RichProgress
+    from refine.pipeline.runner import Runner
+
+    overrides = {
+        "input": args.input,
+        "output": args.output,
+        "address": args.scheduler,
+        "workers": args.workers,
+        "keep_intermediate": True if args.keep_intermediate else None,
+    }
+    config = load_config(args.config, overrides)
+    runner = Runner.prepare(config)  # resolves inputs and checks stages: fails before work
+    progress = None if args.no_progress else RichProgress(console)
+    runner.progress = progress or runner.progress
+    console.print(
+        f"refine {__version__}: {len(runner.inputs)} input file(s) -> {runner.layout.root}"
+    )
+    with dask_client(config.cluster, quiet=not args.verbose) as client:
+        link = dashboard_link(client)
+        if link:
+            console.print(f"Dask dashboard: {link}")
+        summary = runner.run(client)
+    _print_report(summary.report, _console(stderr=False))
+    if summary.parts_skipped:
+        console.print(
+            f"resumed: {summary.parts_skipped} of {summary.parts_total} parts were already done"
+        )
+    console.print(f"report: {runner.layout.report()}")
+    return 0
+
+
+def _print_report(report: dict, console: Console) -> None:
+    table = Table(title="refine: per-stage keep rates")
+    for col in (
+        "stage",
+        "docs in",
+        "docs out",
+        "keep",
+        "MB in",
+        "MB out",
+        "top drop reasons",
+        "worker s",
+    ):
+        table.add_column(col, justify="left" if col in ("stage", "top drop reasons") else "right")
+    for s in report["stages"]:
+        keep = f"{100 * s['keep_rate']:.1f}%" if s["keep_rate"] is not None else "-"
+        reasons = ", ".join(f"{k} {v}" for k, v in list(s["dropped"].items())[:4])
+        table.add_row(
+            s["folder"],
+            str(s["docs_in"]),
+            str(s["docs_out"]),
+            keep,
+            f"{s['bytes_in'] / 1e6:.1f}",
+            f"{s['bytes_out'] / 1e6:.1f}",
+            reasons,
+            f"{s['seconds']:.1f}",
+        )
+    console.print(table)
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    path = Path(args.output) / "report.json"
+    if not path.is_file():
+        raise RefineError(f"{path}: no report here (has `refine run` finished on this output?)")
+    _print_report(json.loads(path.read_text(encoding="utf-8")), _console(stderr=False))
+    return 0
+
+
+def _stages(args: argparse.Namespace, console: Console) -> int:
+    from refine.pipeline.registry import STAGES, stage_class
+
+    for name in STAGES:
+        cls = stage_class(name)
+        console.print(
+            f"[bold]{name}[/bold] ({cls.kind}): {(cls.__doc__ or '').strip().splitlines()[0]}"
+        )
+        for field, info in cls.Params.model_fields.items():
+            desc = f"  # {' '.join(info.description.split())}" if info.description else ""
+            console.print(f"    {field}: {info.default!r}{desc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refine", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"refine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline config")
+    run.add_argument("config", help="pipeline YAML")
+    run.add_argument(
+        "--input", nargs="+", help="files, globs, URLs or crawl ids (overrides input:)"
+    )
+    run.add_argument("--output", help="output directory (overrides output:)")
+    run.add_argument("--scheduler", help="address of an existing Dask scheduler, tcp://HOST:PORT")
+    run.add_argument("--workers", type=int, help="LocalCluster worker processes")
+    run.add_argument(
+        "--keep-intermediate", action="store_true", help="write every stage's documents"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Dask's logs")
+    run.set_defaults(func=_run)
+
+    rep = sub.add_parser("report", help="print the per-stage summary of a finished run")
+    rep.add_argument("output", help="the run's output directory")
+    rep.set_defaults(func=_report)
+
+    st = sub.add_parser("stages", help="list the registered stages and their parameters")
+    st.set_defaults(func=_stages)
+    return parser
+
+
+def _console(stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    # rich assumes 80 columns when not on a terminal; the table wants more than that in logs
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = _console(stderr=True)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args, console)
+    except RefineError as e:
+        print(f"refine: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(
+            "refine: interrupted; finished parts are kept, re-run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""The ``read`` and ``extract`` stages: WARC records to HTML pages to main text."""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+from pydantic import Field
+
+from refine.extract.charset import decode_html, looks_binary
+from refine.extract.engines import ExtractConfig, check_engine, get_extractor
+from refine.extract.warc import iter_slice, plan_slices
+from refine.pipeline.inputs import COMMONCRAWL_BASE_URL, InputFile, expand_inputs
+from refine.pipeline.stage import (
+    MapStage,
+    Partition,
+    SourceStage,
+    StageParams,
+    StageResult,
+    decision_log,
+)
+from refine.pipeline.stats import StageStats
+
+MiB = 2**20
+
+#: The documents schema after extraction (DESIGN.md); later stages add signal columns.
+DOC_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("url", pa.string()),
+        ("date", pa.timestamp("us", tz="UTC")),
+        ("text", pa.large_string()),
+        ("source", pa.string()),
+    ]
+)
+
+#: What ``read`` hands to ``extract``: the raw page and the charset its HTTP headers declared.
+PAGE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("url", pa.string()),
+        ("date", pa.timestamp("us", tz="UTC")),
+        ("source", pa.string()),
+        ("html", pa.large_binary()),
+        ("charset", pa.string()),
+    ]
+)
+
+#: Reasons that are problems with the input (their file#offset goes into the report's examples).
+_ERROR_REASONS = {"corrupt_record", "truncated", "not_warc", "content_encoding", "page_too_large"}
+
+
+class ReadParams(StageParams):
+    slice_mb: float = Field(default=16, gt=0, description="compressed MiB of WARC per partition")
+    max_files: int | None = Field(default=None, ge=1, description="read at most this many files")
+    max_records_per_file: int | None = Field(
+        default=None, ge=1, description="at most this many HTML pages per file (sampling)"
+    )
+    max_page_mb: float = Field(default=8, gt=0, description="larger HTTP bodies are dropped")
+    commoncrawl_base_url: str = COMMONCRAWL_BASE_URL
+
+
+class ReadWarc(SourceStage):
+    """WARC files (local, https, s3; WARC/1.x and 0.17/0.18) to HTML pages, one row per page."""
+
+    name = "read"
+    Params = ReadParams
+
+    def resolve_inputs(self, patterns: list[str]) -> list[InputFile]:
+        p = self.params
+        return expand_inputs(
+            patterns, max_files=p.max_files, commoncrawl_base_url=p.commoncrawl_base_url
+        )
+
+    def plan(self, inputs: list[InputFile]) -> list[Partition]:
+        slice_bytes = max(1, int(self.params.slice_mb * MiB))
+        parts = []
+        for i, f in enumerate(inputs):
+            slices = plan_slices(f.url, f.size, slice_bytes, self.params.max_records_per_file)
+            for k, sl in enumerate(slices):
+                hint = None if sl.end is None else sl.end - sl.start
+                parts.append(Partition(id=f"{i:05d}-{k:04d}", spec=sl, size_hint=hint))
+        return parts
+
+    def read(self, partition: Partition) -> StageResult:
+        t0, c0 = time.perf_counter(), time.process_time()
+        stats = StageStats(name=self.name, parts=1)
+        cols: dict[str, list] = {n: [] for n in PAGE_SCHEMA.names}
+        log_rows: dict[str, list] = {"id": [], "url": [], "reason": [], "detail": [], "source": []}
+        reader = iter_slice(partition.spec, max_payload_bytes=int(self.params.max_page_mb * MiB))
+        for rec in reader:
+            stats.docs_in += 1
+            log_rows["id"].append(rec.id)
+            log_rows["url"].append(rec.url)
+            log_rows["reason"].append(rec.reason)
+            log_rows["detail"].append(rec.detail)
+            log_rows["source"].append(rec.source)
+            if rec.reason is not None:
+                stats.drop(rec.reason)
+                if rec.reason in _ERROR_REASONS:
+                    stats.error(rec.reason, rec.source, rec.detail)
+                continue
+            stats.docs_out += 1
+            stats.bytes_out += len(rec.payload)
+            cols["id"].append(rec.id)
+            cols["url"].append(rec.url)
+            cols["date"].append(rec.date)
+            cols["source"].append(rec.source)
+            cols["html"].append(rec.payload)
+            cols["charset"].append(rec.charset)
+        stats.bytes_in = stats.bytes_out
+        stats.counters.update(getattr(reader, "counts", {}) or {})
+        table = pa.table(cols, schema=PAGE_SCHEMA)
+        reasons = pa.array(log_rows["reason"], pa.string())
+        kept = pa.array([r is None for r in log_rows["reason"]], pa.bool_())
+        log_table = pa.table(
+            {
+                "id": pa.array(log_rows["id"], pa.string()),
+                "url": pa.array(log_rows["url"], pa.string()),
+                "kept": kept,
+                "reason": reasons,
+                "detail": pa.array(log_rows["detail"], pa.string()),
+                "source": pa.array(log_rows["source"], pa.string()),
+            }
+        )
+        stats.seconds = time.perf_counter() - t0
+        stats.cpu_seconds = time.process_time() - c0
+        return StageResult(table, log_table, stats)
+
+
+class Extract(MapStage):
+    """HTML pages to main text, each page with a time limit (a child process per worker)."""
+
+    name = "extract"
+    Params = ExtractConfig
+    checkpoint = True
+
+    def check(self) -> None:
+        check_engine(self.params)
+
+    def process(self, table: pa.Table) -> StageResult:
+        t0, c0 = time.perf_counter(), time.process_time()
+        n = table.num_rows
+        stats = StageStats(name=self.name, parts=1, docs_in=n)
+        html = table["html"].to_pylist()
+        charsets = table["charset"].to_pylist()
+        urls = table["url"].to_pylist()
+        sources = table["source"].to_pylist()
+        stats.bytes_in = sum(len(h) for h in html)
+        reasons: list[str | None] = [None] * n
+        details: list[str | None] = [None] * n
+        seconds = [0.0] * n
+        encodings: list[str | None] = [None] * n
+        todo: list[int] = []
+        pages: list[tuple[str, str | None]] = []
+        for i, (payload, charset) in enumerate(zip(html, charsets, strict=True)):
+            if looks_binary(payload):
+                reasons[i] = "binary_content"
+                continue
+            decoded, encodings[i] = decode_html(payload, charset)
+            todo.append(i)
+            pages.append((decoded, urls[i]))
+        texts: list[str | None] = [None] * n
+        if pages:
+            results = get_extractor(self.params).extract_many(pages)
+            for i, res in zip(todo, results, strict=True):
+                seconds[i] = res.seconds
+                if res.reason is not None:
+                    reasons[i], details[i] = res.reason, res.detail
+                    if res.reason != "no_text":
+                        stats.error(res.reason, sources[i], res.detail)
+                else:
+                    texts[i] = res.text
+        keep_idx = [i for i in range(n) if reasons[i] is None]
+        for r in reasons:
+            if r is not None:
+                stats.drop(r)
+        kept_texts = [texts[i] for i in keep_idx]
+        stats.docs_out = len(keep_idx)
+        stats.bytes_out = sum(len(t.encode("utf-8")) for t in kept_texts)
+        idx = pa.array(keep_idx, pa.int64())
+        out = pa.table(
+            {
+                "id": table["id"].take(idx),
+                "url": table["url"].take(idx),
+                "date": table["date"].take(idx),
+                "text": pa.array(kept_texts, pa.large_string()),
+                "source": table["source"].take(idx),
+            },
+            schema=DOC_SCHEMA,
+        )
+        log = decision_log(
+            table,
+            pa.array([r is None for r in reasons], pa.bool_()),
+            pa.array(reasons, pa.string()),
+            pa.array(details, pa.string()),
+            {
+                "html_bytes": pa.array([len(h) for h in html], pa.int64()),
+                "encoding": pa.array(encodings, pa.string()),
+                "extract_seconds": pa.array(seconds, pa.float32()),
+                "text_chars": pa.array(
+                    [len(t) if t is not None else None for t in texts], pa.int64()
+                ),
+            },
+        )
+        stats.seconds = time.perf_counter() - t0
+        stats.cpu_seconds = time.process_time() - c0
+        return StageResult(out, log, stats)

@@ -1,0 +1,366 @@
+"""End-to-end: `refine run` through the CLI on real crawl samples and on WARCs built here."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from support import (
+    FAST_STAGES,
+    REPO,
+    documents,
+    http_server,
+    report,
+    require_shared_data,
+    run_cli,
+    stage,
+    write_config,
+)
+from warcgen import record, write_warc
+
+pytestmark = pytest.mark.integration
+
+ARTICLE = (
+    "<html><head><title>{title}</title></head><body><nav>Home | About | Contact</nav>"
+    "<article><h1>{title}</h1>"
+    + "<p>{title} is a paragraph of real prose that a reader would want to keep, written with "
+    "enough words that every extractor recognises it as the main content of the page.</p>"
+    * 4
+    + "</article><footer>Copyright 2024</footer></body></html>"
+)
+
+
+def good_page(i: int) -> bytes:
+    return ARTICLE.format(title=f"Article number {i}").encode()
+
+
+def check_report_consistent(out: Path) -> dict:
+    """The invariants every run must satisfy, checked against the files on disk."""
+    rep = report(out)
+    for s in rep["stages"]:
+        assert s["docs_in"] == s["docs_out"] + sum(s["dropped"].values()), s
+        log = pq.read_table(out / "stages" / s["folder"])
+        assert log.num_rows == s["docs_in"], s["name"]
+        assert (pc.sum(log["kept"]).as_py() or 0) == s["docs_out"]
+    ext = stage(rep, "extract")
+    docs = documents(out)
+    assert docs.num_rows == ext["docs_out"]
+    assert len(set(docs["id"].to_pylist())) == docs.num_rows, "a document was written twice"
+    assert stage(rep, "read")["docs_out"] == ext["docs_in"]
+    return rep
+
+
+def test_sample_config_on_every_shared_warc(tmp_path):
+    """configs/sample.yaml as shipped (trafilatura), on every file in shared/data/warc."""
+    data = require_shared_data()
+    out = tmp_path / "out"
+    r = run_cli(
+        "run",
+        "configs/sample.yaml",
+        "--output",
+        str(out),
+        "--no-progress",
+        env={"REFINE_TEST_DATA": str(data)},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = check_report_consistent(out)
+    read = stage(rep, "read")
+    warcs = sorted(p.name for p in (data / "warc").glob("*.warc.gz"))
+    assert rep["inputs"]["files"] == len(warcs)
+    sources = set(documents(out)["source"].to_pylist())
+    files_with_docs = {s.rsplit("#", 1)[0].rsplit("/", 1)[-1] for s in sources}
+    assert files_with_docs == set(warcs), "every shared WARC yields documents"
+    # status-200 HTML pages: web-pages-a 505, heritrix 94, cc-main 16, wget 22 + 15
+    assert read["docs_out"] == 505 + 94 + 16 + 22 + 15
+    assert read["dropped"].get("http_status", 0) > 0  # the heritrix redirects and 404s
+    ext = stage(rep, "extract")
+    assert ext["docs_out"] >= 0.8 * ext["docs_in"]
+    assert set(ext["dropped"]) <= {"no_text", "binary_content", "extract_timeout"}
+    texts = documents(out)["text"].to_pylist()
+    assert all(t and t.strip() for t in texts)
+    # the report command reads what run wrote
+    r2 = run_cli("report", str(out))
+    assert r2.returncode == 0 and "01_extract" in r2.stdout
+    row = next(line for line in r2.stdout.splitlines() if "01_extract" in line)
+    assert str(ext["docs_in"]) in row and str(ext["docs_out"]) in row
+
+
+def test_corrupt_and_junk_inputs_are_counted_and_the_run_completes(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    good = [record("response", f"http://ok.example/{i}", good_page(i)) for i in range(6)]
+    write_warc(src / "good.warc.gz", good)
+    more = [record("response", f"http://more.example/{i}", good_page(i)) for i in range(6)]
+    whole = b"".join(gzip.compress(r) for r in more[:4])
+    (src / "truncated.warc.gz").write_bytes(whole[: len(whole) * 5 // 8])
+    junk = gzip.compress(more[4]) + b"\x00JUNK" * 200 + gzip.compress(more[5])
+    (src / "junk.warc.gz").write_bytes(junk)
+    (src / "notwarc.warc.gz").write_bytes(gzip.compress(b"just some text\n" * 50))
+    (src / "empty.warc.gz").write_bytes(b"")
+    write_warc(
+        src / "odd.warc.gz",
+        [
+            record("response", "http://bin.example/", os.urandom(4000) + b"\x00" * 100),
+            record("response", "http://big.example/", b"<html>" + b"a" * (3 * 2**20)),
+            record("response", "http://img.example/x.png", b"\x89PNG...", content_type="image/png"),
+            record("response", "http://ok.example/odd", good_page(99)),
+        ],
+    )
+    out = tmp_path / "out"
+    stages = "  - read: {slice_mb: 1, max_page_mb: 1}\n  - extract: {engine: resiliparse}\n"
+    cfg = write_config(tmp_path / "c.yaml", [str(src)], out, stages)
+    r = run_cli("run", str(cfg), "--workers", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = check_report_consistent(out)
+    read, ext = stage(rep, "read"), stage(rep, "extract")
+    for reason in ("truncated", "not_warc", "not_html", "page_too_large"):
+        assert read["dropped"].get(reason, 0) >= 1, (reason, read["dropped"])
+    assert ext["dropped"].get("binary_content") == 1
+    examples = {e["reason"]: e["source"] for e in read["errors"]}
+    assert examples["not_warc"].endswith("notwarc.warc.gz#0")
+    assert "#" in examples["truncated"]
+    urls = set(documents(out)["url"].to_pylist())
+    # every good page that was whole on disk survives, on both sides of the damage
+    whole_pages = {f"http://ok.example/{i}" for i in range(6)} | {"http://ok.example/odd"}
+    whole_pages |= {"http://more.example/0", "http://more.example/1"}  # before the cut
+    whole_pages |= {"http://more.example/4", "http://more.example/5"}  # around the junk
+    assert whole_pages <= urls
+    assert read["dropped"].get("corrupt_record", 0) >= 1
+
+
+def _run_fast(tmp_path: Path, inputs: list[str], name: str, *extra: str) -> Path:
+    out = tmp_path / name
+    cfg = write_config(tmp_path / f"{name}.yaml", inputs, out, FAST_STAGES)
+    r = run_cli("run", str(cfg), "--workers", "2", "--no-progress", *extra)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_kill_and_resume_gives_the_same_documents(tmp_path):
+    """kill -9 the whole run mid-way; the same command finishes it without redoing parts."""
+    data = require_shared_data()
+    warc = str(data / "warc" / "web-pages-a.warc.gz")
+    reference = _run_fast(tmp_path, [warc], "reference")
+
+    out = tmp_path / "killed"
+    stages = "  - read: {slice_mb: 0.25}\n  - extract: {engine: trafilatura, timeout: 20}\n"
+    cfg = write_config(tmp_path / "killed.yaml", [warc], out, stages)
+    cmd = [sys.executable, "-m", "refine.cli", "run", str(cfg), "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    done_dir = out / "_state" / "done" / "01_extract"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if done_dir.is_dir() and len(list(done_dir.glob("part-*.json"))) >= 4:
+            break
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {
+        p.name: p.stat().st_mtime_ns for p in (out / "documents" / "01_extract").glob("part-*")
+    }
+    total = len(list((out / "stages" / "00_read").glob("*")))
+    assert finished and not (out / "report.json").exists()
+
+    r = run_cli("run", str(cfg), "--workers", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = check_report_consistent(out)
+    assert rep["parts"]["resumed"] >= len(finished) >= 4
+    assert rep["parts"]["resumed"] < rep["parts"]["total"], (total, rep["parts"])
+    after = {
+        p.name: p.stat().st_mtime_ns for p in (out / "documents" / "01_extract").glob("part-*")
+    }
+    for name, mtime in finished.items():
+        assert after[name] == mtime, f"{name} was recomputed"
+    assert not [p for p in out.rglob(".tmp-*")], "temporary files left behind"
+
+    # the resumed trafilatura run has the same documents as an uninterrupted trafilatura run
+    clean = tmp_path / "clean"
+    cfg2 = write_config(tmp_path / "clean.yaml", [warc], clean, stages)
+    assert run_cli("run", str(cfg2), "--workers", "2", "--no-progress").returncode == 0
+    a, b = documents(out), documents(clean)
+    assert a["id"].to_pylist() == b["id"].to_pylist()
+    assert a["text"].to_pylist() == b["text"].to_pylist()
+    # and slicing does not change which pages are read (1 MiB slices vs 0.25 MiB slices)
+    ref_read = pq.read_table(reference / "stages" / "00_read").sort_by("id")["id"].to_pylist()
+    new_read = pq.read_table(out / "stages" / "00_read").sort_by("id")["id"].to_pylist()
+    assert ref_read == new_read
+
+
+def test_rerun_resumes_everything_and_changed_params_recompute(tmp_path):
+    data = require_shared_data()
+    warc = str(data / "warc" / "wget-sample-0000.warc.gz")
+    out = _run_fast(tmp_path, [warc], "out")
+    first = documents(out)
+    rep = report(out)
+    assert rep["parts"]["resumed"] == 0
+    out2 = _run_fast(tmp_path, [warc], "out")
+    rep2 = report(out2)
+    assert rep2["parts"]["resumed"] == rep2["parts"]["total"]
+    assert documents(out2).equals(first)
+    assert [s["docs_out"] for s in rep2["stages"]] == [s["docs_out"] for s in rep["stages"]]
+    # a different extraction engine invalidates the extract checkpoint
+    cfg = write_config(
+        tmp_path / "tra.yaml",
+        [warc],
+        out,
+        "  - read: {slice_mb: 1}\n  - extract: {engine: trafilatura}\n",
+    )
+    r = run_cli("run", str(cfg), "--workers", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep3 = report(out)
+    assert rep3["parts"]["resumed"] == 0
+    check_report_consistent(out)
+
+
+def test_keep_intermediate_writes_every_stage(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_warc(
+        src / "a.warc.gz",
+        [record("response", f"http://a.example/{i}", good_page(i)) for i in range(3)],
+    )
+    out = _run_fast(tmp_path, [str(src / "a.warc.gz")], "out", "--keep-intermediate")
+    pages = pq.read_table(out / "documents" / "00_read")
+    assert pages.num_rows == 3 and "html" in pages.column_names
+    assert documents(out).num_rows == 3
+
+
+def test_http_input_matches_local_read(tmp_path):
+    data = require_shared_data()
+    shutil.copy(data / "warc" / "wget-sample-0001.warc.gz", tmp_path / "w.warc.gz")
+    local = _run_fast(tmp_path, [str(tmp_path / "w.warc.gz")], "local")
+    with http_server(tmp_path) as base:
+        remote = _run_fast(tmp_path, [base + "w.warc.gz"], "remote")
+    a, b = documents(local), documents(remote)
+    assert a.num_rows > 0
+    assert a["id"].to_pylist() == b["id"].to_pylist()
+    assert a["text"].to_pylist() == b["text"].to_pylist()
+    assert all(s.startswith(base) for s in b["source"].to_pylist())
+
+
+def test_crawl_id_expands_through_warc_paths(tmp_path):
+    """configs/web.yaml's shape, served by a local stand-in for data.commoncrawl.org."""
+    data = require_shared_data()
+    site = tmp_path / "site"
+    crawl = site / "crawl-data" / "CC-MAIN-2099-01"
+    (crawl / "segments").mkdir(parents=True)
+    names = [
+        "wget-sample-0000.warc.gz",
+        "wget-sample-0001.warc.gz",
+        "cc-main-2020-34-sample.warc.gz",
+    ]
+    for n in names:
+        shutil.copy(data / "warc" / n, crawl / "segments" / n)
+    listing = "".join(f"crawl-data/CC-MAIN-2099-01/segments/{n}\n" for n in names)
+    (crawl / "warc.paths.gz").write_bytes(gzip.compress(listing.encode()))
+    cfg = yaml.safe_load((REPO / "configs" / "web.yaml").read_text())
+    out = tmp_path / "out"
+    with http_server(site) as base:
+        cfg["input"] = ["CC-MAIN-2099-01"]
+        cfg["output"] = str(out)
+        cfg["stages"][0]["read"].update(
+            commoncrawl_base_url=base, max_files=2, max_records_per_file=5
+        )
+        cfg["stages"][1]["extract"]["engine"] = "resiliparse"
+        path = tmp_path / "web.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        r = run_cli("run", str(path), "--workers", "1", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = check_report_consistent(out)
+    assert rep["inputs"]["files"] == 2
+    assert stage(rep, "read")["docs_in"] == 10  # 5 pages from each of 2 files
+    files = {
+        s.split("#")[0].rsplit("/", 1)[-1]
+        for s in pq.read_table(out / "stages" / "00_read")["source"].to_pylist()
+    }
+    assert files == set(names[:2])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_external_dask_scheduler_and_worker_processes(tmp_path):
+    data = require_shared_data()
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    bindir = Path(sys.executable).parent
+    dask = str(bindir / "dask") if (bindir / "dask").exists() else "dask"
+    procs = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
+    try:
+        time.sleep(2)
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        dask,
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                    cwd=REPO,
+                )
+            )
+        from distributed import Client
+
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=60)
+        warc = str(data / "warc" / "wget-sample-0000.warc.gz")
+        out = _run_fast(tmp_path, [warc], "out", "--scheduler", address)
+        rep = check_report_consistent(out)
+        assert rep["cluster"]["scheduler"] == address
+        assert rep["cluster"]["workers"] == 2
+        local = _run_fast(tmp_path, [warc], "local")
+        assert documents(out)["id"].to_pylist() == documents(local)["id"].to_pylist()
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_unwritable_output_fails_before_work(tmp_path):
+    src = tmp_path / "a.warc.gz"
+    write_warc(src, [record("response", "http://a.example/", good_page(1))])
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cfg = write_config(tmp_path / "c.yaml", [str(src)], blocker / "out", FAST_STAGES)
+    r = run_cli("run", str(cfg), "--no-progress")
+    assert r.returncode == 2, r.stderr
+    assert "not writable" in r.stderr and "Traceback" not in r.stderr
