@@ -336,6 +336,10 @@ def _child_main() -> None:
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
+    # Dask's nanny sets this for its workers so they return memory to the OS eagerly; the
+    # child is allocation-heavy (lxml trees), is capped by RLIMIT_AS and is replaced when it
+    # fails, so it runs with glibc's default.
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
     # Make sure `-m refine.extract.engines` resolves to this very package.
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(

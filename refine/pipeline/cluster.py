@@ -22,6 +22,9 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = True) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     level = logging.ERROR if quiet else logging.INFO
+    # distributed installs its own INFO handlers; in the driver (scheduler, nannies) too
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
+        logging.getLogger(name).setLevel(level)
     if cfg.address:
         try:
             client = Client(cfg.address, timeout="20s")
@@ -35,7 +38,13 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = True) -> Iterator[Any]:
     n = cfg.workers or os.cpu_count() or 1
     # Our extraction runs a child process per worker; nannies must not be daemonic for that to
     # be allowed by multiprocessing-based libraries, and it costs nothing otherwise.
-    with dask.config.set({"distributed.worker.daemon": False}):
+    # The worker's statistical profiler samples every thread every 10 ms: ~5% of a core while
+    # our tasks run (measured with scripts/bench.py). Users who want the dashboard's profile
+    # plots can turn it back on with DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=True.
+    settings = {"distributed.worker.daemon": False}
+    if os.environ.get("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED") is None:
+        settings["distributed.worker.profile.enabled"] = False
+    with dask.config.set(settings):
         cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=cfg.threads_per_worker,
