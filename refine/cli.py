@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from refine import __version__
-from refine.errors import RefineError
+from refine.errors import RefineError, RunIncomplete
 
 EXIT_USER_ERROR = 2
 
@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args, console)
+    except RunIncomplete as e:
+        print(f"refine: error: {e}", file=sys.stderr)
+        return 1
     except RefineError as e:
         print(f"refine: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

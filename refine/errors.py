@@ -11,3 +11,7 @@ class ConfigError(RefineError):
 
 class InputError(RefineError):
     """An input path or URL cannot be resolved or opened."""
+
+
+class RunIncomplete(RefineError):
+    """Some parts failed after their retries; the rest is written and a re-run retries them."""

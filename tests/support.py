@@ -88,6 +88,10 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         size = os.path.getsize(path)
         start_s, _, end_s = rng.removeprefix("bytes=").partition("-")
         start = int(start_s)
+        fail_from = self.server.control.get("fail_from")
+        if fail_from is not None and start >= fail_from:
+            self.send_error(503, "Slow Down")  # what S3 and data.commoncrawl.org say under load
+            return None
         end = min(int(end_s) if end_s else size - 1, size - 1)
         if start >= size:
             self.send_error(416)
@@ -121,10 +125,15 @@ class _Limited:
 
 
 @contextlib.contextmanager
-def http_server(directory: Path) -> Iterator[str]:
-    """Serve ``directory`` on 127.0.0.1 (a free port); yields the base URL."""
+def http_server(directory: Path, control: dict | None = None) -> Iterator[str]:
+    """Serve ``directory`` on 127.0.0.1 (a free port); yields the base URL.
+
+    ``control["fail_from"]`` (may change while serving): answer 503 to every range request that
+    starts at or after this offset.
+    """
     handler = functools.partial(_RangeHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.control = control if control is not None else {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -86,6 +86,8 @@ def test_sample_config_on_every_shared_warc(tmp_path):
     assert read["dropped"].get("http_status", 0) > 0  # the heritrix redirects and 404s
     ext = stage(rep, "extract")
     assert ext["docs_out"] >= 0.8 * ext["docs_in"]
+    # extraction runs in a child process; its CPU time is counted, not only the parent's
+    assert ext["cpu_seconds"] > 0.5 * ext["seconds"]
     assert set(ext["dropped"]) <= {"no_text", "binary_content", "extract_timeout"}
     texts = documents(out)["text"].to_pylist()
     assert all(t and t.strip() for t in texts)
@@ -364,3 +366,38 @@ def test_unwritable_output_fails_before_work(tmp_path):
     r = run_cli("run", str(cfg), "--no-progress")
     assert r.returncode == 2, r.stderr
     assert "not writable" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_failed_parts_are_reported_and_the_rerun_retries_only_them(tmp_path):
+    """A WARC server that fails for part of a file: the run finishes every other part, exits 1
+    with one line, and the same command later completes it with the same documents."""
+    data = require_shared_data()
+    shutil.copy(data / "warc" / "web-pages-a.warc.gz", tmp_path / "w.warc.gz")
+    size = (tmp_path / "w.warc.gz").stat().st_size
+    local = _run_fast(tmp_path, [str(tmp_path / "w.warc.gz")], "local")
+    out = tmp_path / "remote"
+    control = {"fail_from": size // 2}
+    with http_server(tmp_path, control) as base:
+        cfg = write_config(
+            tmp_path / "remote.yaml",
+            [base + "w.warc.gz"],
+            out,
+            FAST_STAGES,
+            extra="cluster: {retries: 1}\n",
+        )
+        r = run_cli("run", str(cfg), "--workers", "2", "--no-progress")
+        assert r.returncode == 1, r.stderr[-3000:]
+        assert "re-run the same command" in r.stderr and "Traceback" not in r.stderr
+        rep = report(out)
+        assert rep["complete"] is False and rep["failed_parts"]
+        n_failed = len(rep["failed_parts"])
+        assert all("503" in f["error"] or "Slow Down" in f["error"] for f in rep["failed_parts"])
+        assert 0 < rep["parts"]["total"] - n_failed
+        control["fail_from"] = None  # the server recovers
+        r = run_cli("run", str(cfg), "--workers", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = check_report_consistent(out)
+    assert rep["complete"] is True
+    assert rep["parts"]["resumed"] == rep["parts"]["total"] - n_failed
+    assert documents(out)["id"].to_pylist() == documents(local)["id"].to_pylist()
+    assert documents(out)["text"].to_pylist() == documents(local)["text"].to_pylist()

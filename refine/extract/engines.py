@@ -8,9 +8,9 @@ children from them.
 Protocol: the parent writes length-prefixed pickle frames to the child's stdin and reads frames
 from its stdout. The first frame is the config; the child answers ``("ready", None)`` once the
 engine is loaded (or ``("error", message)``). Then each request is ``(utf8_html, url, group)`` and
-each answer ``(text, reason, detail, seconds)``, in order. The parent allows each document
-``timeout`` seconds of wall clock, counted from when the child could start it; past that it
-SIGKILLs the child and starts a fresh one lazily. Inside the child a softer alarm
+each answer ``(text, reason, detail, seconds, cpu_seconds)``, in order. The parent allows each
+document ``timeout`` seconds of wall clock, counted from when the child could start it; past that
+it SIGKILLs the child and starts a fresh one lazily. Inside the child a softer alarm
 (``signal.setitimer`` in its main thread) stops slow *Python* code a little earlier, avoiding a
 restart in the common case.
 
@@ -130,6 +130,8 @@ class ExtractResult:
     detail: str | None
     seconds: float
     """Wall seconds spent extracting this document."""
+    cpu_seconds: float = 0.0
+    """CPU seconds the child spent on it (0 when the child was killed before answering)."""
 
 
 # --------------------------------------------------------------------------- engines
@@ -303,7 +305,7 @@ def _child_main() -> None:
                 from trafilatura.deduplication import LRU_TEST
 
                 LRU_TEST.clear()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         if not accepts_bytes:
             html = html.decode("utf-8", "surrogatepass")
         exit_after = False
@@ -326,7 +328,7 @@ def _child_main() -> None:
             exit_after = True
         except Exception as e:
             text, reason, detail = None, "extract_error", f"{type(e).__name__}: {e}"
-        send((text, reason, detail, time.perf_counter() - start))
+        send((text, reason, detail, time.perf_counter() - start, time.process_time() - cpu_start))
         if exit_after:
             return
 
@@ -643,10 +645,10 @@ class Extractor:
                     lose_child("extract_timeout", f"no answer within {timeout:g}s; child killed")
                     return True
                 continue
-            text, reason, detail, seconds = frame
+            text, reason, detail, seconds, cpu_seconds = frame
             inflight_bytes -= len(inflight.popleft()[1])
             written_at.pop(index, None)
-            results[index] = ExtractResult(text, reason, detail, seconds)
+            results[index] = ExtractResult(text, reason, detail, seconds, cpu_seconds)
             head_start = time.monotonic()
             if reason == "extract_crashed":  # the child reported MemoryError and exits
                 child.close(kill=True)

@@ -161,10 +161,12 @@ class Extract(MapStage):
             todo.append(i)
             pages.append((decoded, urls[i]))
         texts: list[str | None] = [None] * n
+        child_cpu = 0.0  # extraction runs in a child process: count its CPU too
         if pages:
             results = get_extractor(self.params).extract_many(pages)
             for i, res in zip(todo, results, strict=True):
                 seconds[i] = res.seconds
+                child_cpu += res.cpu_seconds
                 if res.reason is not None:
                     reasons[i], details[i] = res.reason, res.detail
                     if res.reason != "no_text":
@@ -204,5 +206,5 @@ class Extract(MapStage):
             },
         )
         stats.seconds = time.perf_counter() - t0
-        stats.cpu_seconds = time.process_time() - c0
+        stats.cpu_seconds = time.process_time() - c0 + child_cpu
         return StageResult(out, log, stats)

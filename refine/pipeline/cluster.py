@@ -21,7 +21,7 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = True) -> Iterator[Any]:
     """Yield a ``distributed.Client``; a LocalCluster is closed on exit, a remote one is not."""
     from distributed import Client, LocalCluster
 
-    level = logging.ERROR if quiet else logging.INFO
+    level = logging.CRITICAL if quiet else logging.INFO  # task failures: we report them
     # distributed installs its own INFO handlers; in the driver (scheduler, nannies) too
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
         logging.getLogger(name).setLevel(level)

@@ -38,6 +38,7 @@ class ClusterConfig(BaseModel):
     workers: int | None = Field(default=None, ge=1)  # LocalCluster processes; default: CPU count
     threads_per_worker: int = Field(default=1, ge=1)
     memory_limit: str = "auto"  # per LocalCluster worker, Dask syntax ("4GiB", "auto")
+    retries: int = Field(default=2, ge=0)  # per part, e.g. a dropped HTTPS read of a WARC
 
 
 class PipelineConfig(BaseModel):

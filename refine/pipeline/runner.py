@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 import refine
-from refine.errors import RefineError
+from refine.errors import RunIncomplete
 from refine.pipeline.config import PipelineConfig, build_stages
 from refine.pipeline.inputs import InputFile
 from refine.pipeline.stage import GlobalContext, Partition, Stage
@@ -131,6 +131,14 @@ def run_part(job: PartJob) -> dict[str, Any]:
 
 
 @dataclass
+class SegmentOutcome:
+    total: int = 0
+    resumed: int = 0
+    results: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
 class RunSummary:
     report: dict[str, Any]
     parts_total: int = 0
@@ -217,65 +225,72 @@ class Runner:
             for p in parts
         ]
 
-    def _run_map_segment(self, client: Any, seg: Segment) -> tuple[list[dict], int, int]:
+    def _run_map_segment(self, client: Any, seg: Segment) -> SegmentOutcome:
         from distributed import as_completed
 
         partitions = self._partitions(seg)
-        done: list[dict] = []
+        out = SegmentOutcome(total=len(partitions))
         todo: list[Partition] = []
         for part in partitions:
             marker = self.layout.done_marker(seg.key, part.id)
             if marker.exists():
-                done.append(read_json(marker))
+                out.results.append(read_json(marker))
             else:
                 todo.append(part)
-        skipped = len(done)
+        out.resumed = len(out.results)
         names = "+".join(s.name for _, s in seg.stages)
         bar = self.progress(names, len(partitions))
-        for d in done:
+        for d in out.results:
             bar.advance(d["stats"][-1]["docs_out"], resumed=True)
-        jobs = (
-            PartJob(
-                root=str(self.layout.root),
-                segment_key=seg.key,
-                fingerprint=seg.fingerprint,
-                stages=seg.stages,
-                partition=part,
-                keep_intermediate=self.config.keep_intermediate,
-            )
-            for part in todo
-        )
+        part_of: dict[str, str] = {}
+
+        def collect(fut: Any) -> None:
+            try:
+                result = fut.result()
+            except Exception as e:  # counted, reported, retried by the next run
+                out.failed.append({"part": part_of[fut.key], "error": f"{type(e).__name__}: {e}"})
+                log.error(
+                    "part %s of %s failed: %s: %s", part_of[fut.key], seg.key, type(e).__name__, e
+                )
+                bar.advance(0)
+                return
+            out.results.append(result)
+            bar.advance(result["stats"][-1]["docs_out"])
+
         window = max(16, 4 * _total_threads(client))
         queue = as_completed()
         in_flight = 0
         try:
-            for job in jobs:
+            for part in todo:
                 if in_flight >= window:
-                    fut = next(queue)
-                    done.append(_result(fut))
-                    bar.advance(done[-1]["stats"][-1]["docs_out"])
+                    collect(next(queue))
                     in_flight -= 1
-                queue.add(
-                    client.submit(
-                        run_part,
-                        job,
-                        pure=False,
-                        key=f"{seg.key}-{job.partition.id}-{uuid.uuid4().hex[:8]}",
-                    )
+                job = PartJob(
+                    root=str(self.layout.root),
+                    segment_key=seg.key,
+                    fingerprint=seg.fingerprint,
+                    stages=seg.stages,
+                    partition=part,
+                    keep_intermediate=self.config.keep_intermediate,
                 )
+                key = f"{seg.key}-{part.id}-{uuid.uuid4().hex[:8]}"
+                part_of[key] = part.id
+                fut = client.submit(
+                    run_part, job, pure=False, key=key, retries=self.config.cluster.retries
+                )
+                queue.add(fut)
                 in_flight += 1
             for fut in queue:
-                done.append(_result(fut))
-                bar.advance(done[-1]["stats"][-1]["docs_out"])
+                collect(fut)
         finally:
             bar.close()
-        return done, len(partitions), skipped
+        return out
 
-    def _run_global_segment(self, client: Any, seg: Segment) -> tuple[list[dict], int, int]:
+    def _run_global_segment(self, client: Any, seg: Segment) -> SegmentOutcome:
         folder, stage = seg.stages[0]
         marker = self.layout.done_marker(seg.key, "global")
         if marker.exists():
-            return [read_json(marker)], 1, 1
+            return SegmentOutcome(total=1, resumed=1, results=[read_json(marker)])
         ctx = GlobalContext(
             input_dir=str(self.layout.documents(seg.input_key)),
             output_dir=str(self.layout.documents(folder)),
@@ -285,7 +300,7 @@ class Runner:
         stats = stage.run(ctx)
         done = {"part": "global", "fingerprint": seg.fingerprint, "stats": [stats.to_dict()]}
         write_json_atomic(done, marker)
-        return [done], 1, 0
+        return SegmentOutcome(total=1, results=[done])
 
     def run(self, client: Any) -> RunSummary:
         started = datetime.now(UTC)
@@ -296,16 +311,21 @@ class Runner:
             folder: [] for seg in self.segments for folder, _ in seg.stages
         }
         parts_total = parts_skipped = 0
+        failed: list[dict[str, str]] = []
         for seg in self.segments:
             if seg.kind == "map":
-                results, n, skipped = self._run_map_segment(client, seg)
+                outcome = self._run_map_segment(client, seg)
             else:
-                results, n, skipped = self._run_global_segment(client, seg)
-            parts_total += n
-            parts_skipped += skipped
-            for r in results:
+                outcome = self._run_global_segment(client, seg)
+            parts_total += outcome.total
+            parts_skipped += outcome.resumed
+            for r in outcome.results:
                 for (folder, _), s in zip(seg.stages, r["stats"], strict=True):
                     stage_stats[folder].append(StageStats.from_dict(s))
+            if outcome.failed:
+                # later stages would see an incomplete checkpoint: stop here
+                failed = [{"segment": seg.key, **f} for f in outcome.failed]
+                break
         merged: list[StageStats] = []
         entries = []
         for seg in self.segments:
@@ -330,18 +350,21 @@ class Runner:
                 "urls": [f.url for f in self.inputs[:1000]],
             },
             "cluster": _cluster_facts(client),
-            "parts": {"total": parts_total, "resumed": parts_skipped},
+            "complete": not failed,
+            "parts": {"total": parts_total, "resumed": parts_skipped, "failed": len(failed)},
+            "failed_parts": failed,
             "stages": entries,
         }
         write_json_atomic(report, self.layout.report())
+        if failed:
+            first = failed[0]
+            raise RunIncomplete(
+                f"{len(failed)} part(s) failed after {self.config.cluster.retries} retries "
+                f"(first: part {first['part']} of {first['segment']}: {first['error']}); "
+                f"finished parts are kept, re-run the same command to retry the failed ones; "
+                f"see {self.layout.report()}"
+            )
         return RunSummary(report, parts_total, parts_skipped, merged)
-
-
-def _result(fut: Any) -> dict:
-    try:
-        return fut.result()
-    except Exception as e:
-        raise RefineError(f"task {fut.key} failed: {type(e).__name__}: {e}") from e
 
 
 def _total_threads(client: Any) -> int:

@@ -1,0 +1,105 @@
+"""The runner with a global stage between map stages (the path dedup and shuffle will take)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from distributed import Client
+from warcgen import record, write_warc
+
+from refine.pipeline import registry
+from refine.pipeline.config import PipelineConfig
+from refine.pipeline.runner import Runner
+from refine.pipeline.stage import GlobalStage, decision_log
+from refine.pipeline.stats import StageStats
+from refine.pipeline.storage import list_parts, write_parquet_atomic
+
+
+class ExactTextDedup(GlobalStage):
+    """A small global stage for the test: keeps the smallest id of each distinct text."""
+
+    name = "test_dedup"
+
+    def run(self, ctx):
+        table = pa.concat_tables(pq.read_table(p) for p in list_parts(Path(ctx.input_dir)))
+        keep_ids = set(table.group_by("text").aggregate([("id", "min")])["id_min"].to_pylist())
+        stats = StageStats(self.name, parts=1)
+        for part in list_parts(Path(ctx.input_dir)):
+            t = pq.read_table(part)
+            kept = pc.is_in(t["id"], pa.array(sorted(keep_ids)))
+            reasons = pc.if_else(kept, pa.scalar(None, pa.string()), pa.scalar("duplicate"))
+            out = t.filter(kept)
+            write_parquet_atomic(out, Path(ctx.output_dir) / part.name)
+            write_parquet_atomic(
+                decision_log(t, kept, reasons, None), Path(ctx.log_dir) / part.name
+            )
+            stats.docs_in += t.num_rows
+            stats.docs_out += out.num_rows
+            stats.drop("duplicate", t.num_rows - out.num_rows)
+        return stats
+
+
+PAGE = "<html><body><article><p>{}</p></article></body></html>"
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    monkeypatch.setitem(registry.STAGES, "test_dedup", "test_runner:ExactTextDedup")
+    monkeypatch.setitem(registry.STAGES, "min_words", "test_stage:MinWords")
+
+
+def test_global_stage_between_map_stages_with_resume(tmp_path, registered):
+    texts = [
+        "the same words repeated in several documents of the corpus",
+        "a different document with enough words to pass the filter",
+        "the same words repeated in several documents of the corpus",
+        "short one",
+        "the same words repeated in several documents of the corpus",
+    ]
+    warc = tmp_path / "a.warc.gz"
+    write_warc(
+        warc,
+        [
+            record(
+                "response",
+                f"http://x.example/{i}",
+                PAGE.format(t).encode(),
+                record_id=f"<urn:uuid:{i:08d}>",
+            )
+            for i, t in enumerate(texts)
+        ],
+    )
+    cfg = PipelineConfig(
+        input=[str(warc)],
+        output=str(tmp_path / "out"),
+        stages=[
+            {"read": {}},
+            {"extract": {"engine": "resiliparse"}},
+            {"test_dedup": {}},
+            {"min_words": {"min_words": 4}},
+        ],
+    )
+    with Client(
+        processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None
+    ) as client:
+        summary = Runner.prepare(cfg).run(client)
+        names = [s["name"] for s in summary.report["stages"]]
+        assert names == ["read", "extract", "test_dedup", "min_words"]
+        dedup = summary.report["stages"][2]
+        assert (dedup["docs_in"], dedup["docs_out"], dedup["dropped"]) == (5, 3, {"duplicate": 2})
+        final = pq.read_table(tmp_path / "out" / "documents" / "03_min_words").sort_by("id")
+        assert final["id"].to_pylist() == ["<urn:uuid:00000000>", "<urn:uuid:00000001>"]
+        assert summary.parts_skipped == 0
+        again = Runner.prepare(cfg).run(client)
+        assert again.parts_skipped == again.parts_total  # the global stage is resumed too
+        assert again.report["stages"] == summary.report["stages"]
+        # a changed threshold after the global stage recomputes only the last segment
+        cfg.stages[3] = {"min_words": {"min_words": 1}}
+        third = Runner.prepare(cfg).run(client)
+        assert third.parts_skipped == third.parts_total - 1
+        final = pq.read_table(tmp_path / "out" / "documents" / "03_min_words")
+        assert final.num_rows == 3
