@@ -14,7 +14,7 @@ from warcgen import record, write_warc
 from refine.pipeline import registry
 from refine.pipeline.config import PipelineConfig
 from refine.pipeline.runner import Runner
-from refine.pipeline.stage import GlobalStage, decision_log
+from refine.pipeline.stage import GlobalStage, MapStage, StageResult, decision_log
 from refine.pipeline.stats import StageStats
 from refine.pipeline.storage import list_parts, write_parquet_atomic
 
@@ -103,3 +103,32 @@ def test_global_stage_between_map_stages_with_resume(tmp_path, registered):
         assert third.parts_skipped == third.parts_total - 1
         final = pq.read_table(tmp_path / "out" / "documents" / "03_min_words")
         assert final.num_rows == 3
+
+
+class Scratch(MapStage):
+    """Adds per-partition scratch that fused stages may share; it must never be written."""
+
+    name = "test_scratch"
+
+    def process(self, table):
+        n = table.num_rows
+        out = table.append_column("_scratch", pa.array(range(n), pa.int64()))
+        kept = pa.array([True] * n)
+        stats = StageStats(self.name, docs_in=n, docs_out=n, parts=1)
+        return StageResult(out, decision_log(table, kept, pa.nulls(n, pa.string()), None), stats)
+
+
+def test_hidden_columns_are_not_written(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.STAGES, "test_scratch", "test_runner:Scratch")
+    warc = tmp_path / "a.warc.gz"
+    write_warc(warc, [record("response", "http://x.example/", PAGE.format("some words").encode())])
+    cfg = PipelineConfig(
+        input=[str(warc)],
+        output=str(tmp_path / "out"),
+        keep_intermediate=True,
+        stages=[{"read": {}}, {"extract": {"engine": "resiliparse"}}, {"test_scratch": {}}],
+    )
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
+        Runner.prepare(cfg).run(c)
+    docs = pq.read_table(tmp_path / "out" / "documents" / "02_test_scratch")
+    assert docs.num_rows == 1 and "_scratch" not in docs.column_names

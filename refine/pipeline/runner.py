@@ -123,11 +123,18 @@ def run_part(job: PartJob) -> dict[str, Any]:
         table = result.table
         write_parquet_atomic(result.log, layout.stage_log(folder) / part_name)
         if i == last or job.keep_intermediate:
-            write_parquet_atomic(table, layout.documents(folder) / part_name)
+            write_parquet_atomic(without_hidden(table), layout.documents(folder) / part_name)
         stats.append(result.stats.to_dict())
     done = {"part": job.partition.id, "fingerprint": job.fingerprint, "stats": stats}
     write_json_atomic(done, marker)
     return done
+
+
+def without_hidden(table: Any) -> Any:
+    """Drop ``_``-prefixed columns: per-partition scratch (e.g. ``_words``) that fused stages
+    share, never written to the documents."""
+    hidden = [c for c in table.column_names if c.startswith("_")]
+    return table.drop_columns(hidden) if hidden else table
 
 
 @dataclass
