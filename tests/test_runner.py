@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from distributed import Client
+from test_stage import MinWords
 from warcgen import record, write_warc
 
 from refine.pipeline import registry
@@ -97,12 +98,19 @@ def test_global_stage_between_map_stages_with_resume(tmp_path, registered):
         again = Runner.prepare(cfg).run(client)
         assert again.parts_skipped == again.parts_total  # the global stage is resumed too
         assert again.report["stages"] == summary.report["stages"]
-        # a changed threshold after the global stage recomputes only the last segment
+        # a changed threshold after the global stage recomputes only the last segment, from
+        # the saved signals: no document is scored again
         cfg.stages[3] = {"min_words": {"min_words": 1}}
+        MinWords.scored = 0
         third = Runner.prepare(cfg).run(client)
         assert third.parts_skipped == third.parts_total - 1
+        assert MinWords.scored == 0
+        assert third.report["stages"][3]["counters"]["signals_reused"] == 3
         final = pq.read_table(tmp_path / "out" / "documents" / "03_min_words")
         assert final.num_rows == 3
+        assert not (tmp_path / "out" / "_state" / "signals").exists() or not any(
+            (tmp_path / "out" / "_state" / "signals").iterdir()
+        )
 
 
 class Scratch(MapStage):

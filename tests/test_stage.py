@@ -14,11 +14,14 @@ class MinWords(FilterStage):
     """A filter as later issues write them: a score column and a threshold."""
 
     name = "min_words"
+    thresholds = frozenset({"min_words"})
+    scored = 0  # documents scored, to show when saved signals are reused
 
     class Params(StageParams):
         min_words: int = 3
 
     def score(self, table):
+        MinWords.scored += table.num_rows
         words = pc.count_substring_regex(table["text"], r"\S+")
         return {"n_words": words}
 
@@ -116,3 +119,15 @@ def test_changing_a_later_stage_keeps_earlier_fingerprints():
     assert a[1].fingerprint != b[1].fingerprint
     c = plan_segments([Src(), Extractish(), MinWords()], source_salt="other inputs")
     assert c[0].fingerprint != a[0].fingerprint and c[1].fingerprint != a[1].fingerprint
+
+
+def test_saved_signals_are_reused_for_unchanged_text_only():
+    first = MinWords().process(docs(["one two three", "short", "a b c d"]))
+    MinWords.scored = 0
+    changed = docs(["one two three", "now a longer text", "a b c d", "new document here"])
+    changed = changed.set_column(0, "id", pa.array(["d0", "d1", "d2", "d9"]))
+    res = MinWords(MinWords.Params(min_words=4)).process(changed, previous=first.log)
+    assert MinWords.scored == 2  # d1's text changed and d9 is new; d0 and d2 come from the log
+    assert res.stats.counters["signals_reused"] == 2
+    assert res.log["n_words"].to_pylist() == [3, 4, 4, 3]
+    assert res.table["id"].to_pylist() == ["d1", "d2"]

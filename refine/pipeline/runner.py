@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -30,7 +31,7 @@ import refine
 from refine.errors import RunIncomplete
 from refine.pipeline.config import PipelineConfig, build_stages
 from refine.pipeline.inputs import InputFile
-from refine.pipeline.stage import GlobalContext, Partition, Stage
+from refine.pipeline.stage import FilterStage, GlobalContext, Partition, Stage
 from refine.pipeline.stats import StageStats, merge_stats
 from refine.pipeline.storage import (
     OutputLayout,
@@ -101,6 +102,8 @@ class PartJob:
     stages: list[tuple[str, Stage]]
     partition: Partition
     keep_intermediate: bool
+    #: stage folder -> folder of that stage's decision logs from a run with the same scoring
+    reuse: dict[str, str] = field(default_factory=dict)
 
 
 def run_part(job: PartJob) -> dict[str, Any]:
@@ -119,7 +122,14 @@ def run_part(job: PartJob) -> dict[str, Any]:
         else:
             if table is None:
                 table = pq.read_table(job.partition.spec)
-            result = stage.process(table)
+            if isinstance(stage, FilterStage):
+                previous = None
+                if folder in job.reuse:
+                    saved = Path(job.reuse[folder]) / part_name
+                    previous = pq.read_table(saved) if saved.exists() else None
+                result = stage.process(table, previous=previous)
+            else:
+                result = stage.process(table)
         table = result.table
         write_parquet_atomic(result.log, layout.stage_log(folder) / part_name)
         if i == last or job.keep_intermediate:
@@ -202,11 +212,15 @@ class Runner:
         remove_tree(self.layout.done_dir(seg.key))
 
     def _sync_state(self) -> None:
-        """Invalidate segments whose fingerprint changed, and all segments after them."""
+        """Invalidate segments whose fingerprint changed, and all segments after them.
+
+        The decision logs of filters whose scoring did not change (only thresholds, or only
+        something upstream) are kept aside, so their signals are reused, not recomputed."""
         invalid = False
         for seg in self.segments:
             state_path = self.layout.segment_state(seg.key)
-            old = read_json(state_path)["fingerprint"] if state_path.exists() else None
+            state = read_json(state_path) if state_path.exists() else {}
+            old = state.get("fingerprint")
             if invalid or (old is not None and old != seg.fingerprint):
                 if old is not None:
                     log.warning(
@@ -214,13 +228,39 @@ class Runner:
                         ", ".join(s.name for _, s in seg.stages),
                     )
                 invalid = True
+                self._keep_signals(seg, state.get("score_fingerprints", {}))
                 self._reset_segment(seg)
             elif old is None:
                 self._reset_segment(seg)  # leftovers of a run that never recorded a fingerprint
-            write_json_atomic({"fingerprint": seg.fingerprint}, state_path)
+            scoring = {folder: stage.score_fingerprint() for folder, stage in seg.stages}
+            write_json_atomic(
+                {"fingerprint": seg.fingerprint, "score_fingerprints": scoring}, state_path
+            )
             for folder, _ in seg.stages:
                 clean_temporaries(self.layout.documents(folder))
                 clean_temporaries(self.layout.stage_log(folder))
+
+    def _keep_signals(self, seg: Segment, old_scoring: dict[str, str]) -> None:
+        for folder, stage in seg.stages:
+            saved = self.layout.saved_signals(folder)
+            current = self.layout.stage_log(folder)
+            same_scoring = old_scoring.get(folder) == stage.score_fingerprint()
+            if isinstance(stage, FilterStage) and same_scoring and current.is_dir():
+                # logs already set aside by an interrupted earlier re-run scored the same way:
+                # merge, the newer part files win
+                saved.mkdir(parents=True, exist_ok=True)
+                for part in current.glob("part-*.parquet"):
+                    os.replace(part, saved / part.name)
+                remove_tree(current)
+            elif not same_scoring:
+                remove_tree(saved)
+
+    def _reuse(self, seg: Segment) -> dict[str, str]:
+        return {
+            folder: str(self.layout.saved_signals(folder))
+            for folder, _ in seg.stages
+            if self.layout.saved_signals(folder).is_dir()
+        }
 
     # -- execution -----------------------------------------------------------------------------
     def _partitions(self, seg: Segment) -> list[Partition]:
@@ -264,6 +304,7 @@ class Runner:
             out.results.append(result)
             bar.advance(result["stats"][-1]["docs_out"])
 
+        reuse = self._reuse(seg)
         window = max(16, 4 * _total_threads(client))
         queue = as_completed()
         in_flight = 0
@@ -279,6 +320,7 @@ class Runner:
                     stages=seg.stages,
                     partition=part,
                     keep_intermediate=self.config.keep_intermediate,
+                    reuse=reuse,
                 )
                 key = f"{seg.key}-{part.id}-{uuid.uuid4().hex[:8]}"
                 part_of[key] = part.id
@@ -291,6 +333,9 @@ class Runner:
                 collect(fut)
         finally:
             bar.close()
+        if not out.failed:
+            for folder in reuse:  # every part has its new log: the saved signals are spent
+                remove_tree(self.layout.saved_signals(folder))
         return out
 
     def _run_global_segment(self, client: Any, seg: Segment) -> SegmentOutcome:

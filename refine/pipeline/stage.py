@@ -58,12 +58,27 @@ class Stage:
     def check(self) -> None:
         """Fail at build time (``ConfigError``) when a model file or import is missing."""
 
+    #: Params that only decide (thresholds): changing them re-applies the decision to the saved
+    #: signals instead of recomputing them (see ``FilterStage``).
+    thresholds: ClassVar[frozenset[str]] = frozenset()
+
     def fingerprint(self) -> str:
         """Identifies the stage's behaviour; a change invalidates its outputs on re-run."""
-        blob = json.dumps(
-            {"name": self.name, "params": self.params.model_dump(mode="json")}, sort_keys=True
+        return _digest({"name": self.name, "params": self.params.model_dump(mode="json")})
+
+    def score_fingerprint(self) -> str:
+        """Identifies how the stage scores: its params without the thresholds."""
+        params = self.params.model_dump(mode="json")
+        return _digest(
+            {
+                "name": self.name,
+                "params": {k: v for k, v in params.items() if k not in self.thresholds},
+            }
         )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -99,8 +114,11 @@ class MapStage(Stage):
 class FilterStage(MapStage):
     """A scoring filter: ``score`` computes signal columns, ``decide`` applies thresholds.
 
-    Scores are kept as columns on the documents and in the decision log, so thresholds can be
-    re-tuned on saved signals without recomputing them.
+    Scores are kept as columns on the documents and in the decision log (with a hash of the text
+    they were computed on), so a re-run whose only change is a threshold (a param named in
+    ``thresholds``) takes the signals from the previous decision log instead of recomputing them.
+    For that, ``decide`` may read only the columns ``signal_names`` lists (and the core columns),
+    never ``_`` scratch.
     """
 
     def score(self, table: pa.Table) -> dict[str, pa.Array]:
@@ -111,9 +129,18 @@ class FilterStage(MapStage):
         """A string array: null where the document is kept, else the drop reason."""
         raise NotImplementedError
 
-    def process(self, table: pa.Table) -> StageResult:
+    def signal_names(self, table: pa.Table) -> list[str]:
+        """The columns ``score`` adds that go into the decision log (not ``_`` scratch)."""
+        return []
+
+    def process(self, table: pa.Table, previous: pa.Table | None = None) -> StageResult:
+        """``previous``: this part's decision log from an earlier run with the same scoring."""
         t0, c0 = time.perf_counter(), time.process_time()
-        for col, values in self.score(table).items():
+        stats = StageStats(name=self.name, parts=1)
+        hashes = text_hashes(table)
+        signals, reused = self._signals(table, hashes, previous)
+        stats.counters["signals_reused"] += reused
+        for col, values in signals.items():
             if col in table.column_names:
                 table = table.set_column(table.column_names.index(col), col, values)
             else:
@@ -121,20 +148,74 @@ class FilterStage(MapStage):
         reasons = self.decide(table)
         kept = pc.is_null(reasons)
         out = table.filter(kept)
-        stats = StageStats(name=self.name, parts=1)
         stats.docs_in, stats.docs_out = table.num_rows, out.num_rows
         stats.bytes_in = text_bytes(table)
         stats.bytes_out = text_bytes(out)
         for reason, n in _value_counts(reasons.filter(pc.invert(kept))):
             stats.drop(reason, n)
         signal_cols = {c: table[c] for c in self.signal_names(table)}
+        signal_cols["text_hash"] = hashes
         log = decision_log(table, kept, reasons, None, signal_cols)
         stats.seconds = time.perf_counter() - t0
         stats.cpu_seconds = time.process_time() - c0
         return StageResult(out, log, stats)
 
-    def signal_names(self, table: pa.Table) -> list[str]:
-        return []
+    def _signals(
+        self, table: pa.Table, hashes: pa.Array, previous: pa.Table | None
+    ) -> tuple[dict[str, pa.Array], int]:
+        """Saved signals where the same document with the same text was scored before; the
+        rest scored now. Returns the columns and how many rows were reused."""
+        n = table.num_rows
+        if previous is None or "text_hash" not in previous.column_names or n == 0:
+            return self.score(table), 0
+        names = [c for c in previous.column_names if c not in LOG_SCHEMA.names and c != "text_hash"]
+        where = {doc_id: j for j, doc_id in enumerate(previous["id"].to_pylist())}
+        prev_hash = previous["text_hash"].to_pylist()
+        reuse_rows, reuse_from, missing = [], [], []
+        for row, (doc_id, h) in enumerate(
+            zip(table["id"].to_pylist(), hashes.to_pylist(), strict=True)
+        ):
+            j = where.get(doc_id)
+            if j is not None and prev_hash[j] == h:
+                reuse_rows.append(row)
+                reuse_from.append(j)
+            else:
+                missing.append(row)
+        if not reuse_rows or not names:
+            return self.score(table), 0
+        taken = {c: previous[c].combine_chunks().take(pa.array(reuse_from)) for c in names}
+        if not missing:
+            return taken, n
+        fresh = self.score(table.take(pa.array(missing)))
+        order = pa.array(reuse_rows + missing)
+        inverse = pc.sort_indices(order)  # position of each row in reused-then-fresh order
+        merged = {c: pa.concat_arrays([taken[c], _as_array(fresh[c])]).take(inverse) for c in names}
+        # scratch columns (``_words``) of the fresh rows are dropped: a later stage recomputes
+        # what it needs when they are absent
+        return merged, len(reuse_rows)
+
+
+def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def text_hashes(table: pa.Table, column: str = "text") -> pa.Array:
+    """64-bit BLAKE2b of each document's UTF-8 text: ties saved signals to the text they scored."""
+    if column not in table.column_names:
+        return pa.nulls(table.num_rows, pa.int64())
+    return pa.array(
+        [
+            None
+            if t is None
+            else int.from_bytes(
+                hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                "little",
+                signed=True,
+            )
+            for t in table[column].to_pylist()
+        ],
+        pa.int64(),
+    )
 
 
 class GlobalStage(Stage):

