@@ -54,7 +54,7 @@ class ReadParams(StageParams):
     slice_mb: float = Field(default=16, gt=0, description="compressed MiB of WARC per partition")
     max_files: int | None = Field(default=None, ge=1, description="read at most this many files")
     max_records_per_file: int | None = Field(
-        default=None, ge=1, description="at most this many HTML pages per file (sampling)"
+        default=None, ge=1, description="at most this many response records per file (sampling)"
     )
     max_page_mb: float = Field(default=8, gt=0, description="larger HTTP bodies are dropped")
     commoncrawl_base_url: str = COMMONCRAWL_BASE_URL
