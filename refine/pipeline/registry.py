@@ -13,6 +13,8 @@ from refine.pipeline.stage import Stage
 STAGES: dict[str, str] = {
     "read": "refine.extract.stages:ReadWarc",
     "extract": "refine.extract.stages:Extract",
+    "dedup_url": "refine.dedup.keyed:DedupUrl",
+    "dedup_exact": "refine.dedup.keyed:DedupExact",
 }
 
 #: The pipeline's stage names in their usual order (RefinedWeb / FineWeb); later issues register

@@ -343,10 +343,14 @@ class Runner:
         marker = self.layout.done_marker(seg.key, "global")
         if marker.exists():
             return SegmentOutcome(total=1, resumed=1, results=[read_json(marker)])
+        # a global stage is one unit of resume: whatever a killed attempt wrote is redone
+        remove_tree(self.layout.documents(folder))
+        remove_tree(self.layout.stage_log(folder))
         ctx = GlobalContext(
             input_dir=str(self.layout.documents(seg.input_key)),
             output_dir=str(self.layout.documents(folder)),
             log_dir=str(self.layout.stage_log(folder)),
+            work_dir=str(self.layout.root / "_state" / "work" / folder),
             client=client,
         )
         stats = stage.run(ctx)

@@ -232,6 +232,7 @@ class GlobalContext:
     input_dir: str
     output_dir: str
     log_dir: str
+    work_dir: str  # scratch for intermediate phases (keys, flags); removed when done
     client: Any
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -1,0 +1,241 @@
+"""Key-based deduplication as a global stage: ``dedup_url`` and ``dedup_exact``.
+
+Three phases, none of which gathers document data on one machine:
+
+1. per part (a Dask task each): the key of every document (normalised URL, or a hash of the
+   normalised text) and a rank that orders the candidates (most recent capture first for URLs,
+   then the id), written as a small Parquet table (key, rank, part, row);
+2. Dask's own shuffle on the key, then per shuffled partition the best rank and size of each key,
+   so each document learns whether it is its key's representative; the flags are written
+   partitioned by part;
+3. per part: the flags join the documents by row, the representatives go on, the rest are logged
+   with ``duplicate_of`` (the representative's id).
+
+The representative depends only on the documents, never on how they are partitioned or on the
+number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import unicodedata
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
+from refine.pipeline.stats import StageStats
+from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
+
+#: ranks sort as strings; a date is turned into "time until the year 10000" so that min = latest
+_FAR_FUTURE_US = 253402300800 * 1_000_000
+
+
+class KeyDedupParams(StageParams):
+    pass
+
+
+class KeyDedup(GlobalStage):
+    """Keeps one document per key; subclasses say what the key and the preference are."""
+
+    reason: ClassVar[str]
+
+    def keys(self, table: pa.Table) -> list[Any]:
+        """One key per row (None: the row takes part in no deduplication)."""
+        raise NotImplementedError
+
+    def preference(self, table: pa.Table) -> list[str]:
+        """One string per row; the smallest wins within a key, then the smallest id."""
+        return [""] * table.num_rows
+
+    def run(self, ctx: GlobalContext) -> StageStats:
+        t0, c0 = time.perf_counter(), time.process_time()
+        parts = list_parts(Path(ctx.input_dir))
+        work = Path(ctx.work_dir)
+        remove_tree(work)
+        keys_dir, flags_dir = work / "keys", work / "flags"
+        client = ctx.client
+        futures = client.map(
+            self._write_keys, [str(p) for p in parts], [str(keys_dir)] * len(parts)
+        )
+        client.gather(futures)
+        if parts:
+            self._flag(keys_dir, flags_dir, len(parts))
+        futures = client.map(
+            self._apply,
+            [str(p) for p in parts],
+            [str(flags_dir)] * len(parts),
+            [ctx.output_dir] * len(parts),
+            [ctx.log_dir] * len(parts),
+            pure=False,
+        )
+        stats = StageStats(name=self.name)
+        for part_stats in client.gather(futures):
+            stats = stats + StageStats.from_dict(part_stats)
+        stats.seconds = time.perf_counter() - t0  # wall time of the whole stage
+        stats.cpu_seconds += time.process_time() - c0
+        remove_tree(work)
+        return stats
+
+    # -- phase 1 ---------------------------------------------------------------------------
+    def _write_keys(self, part: str, keys_dir: str) -> None:
+        table = pq.read_table(part)
+        part_id = Path(part).stem
+        keys = self.keys(table)
+        pref = self.preference(table)
+        ids = table["id"].to_pylist()
+        rows = [i for i, k in enumerate(keys) if k is not None]
+        out = pa.table(
+            {
+                "key": pa.array([keys[i] for i in rows], pa.string()),
+                # preference, then id; unique even if two documents share an id (part, row)
+                "rank": pa.array([f"{pref[i]}\x00{ids[i]}\x00{part_id}\x00{i:010d}" for i in rows]),
+                "part": pa.array([part_id] * len(rows), pa.string()),
+                "row": pa.array(rows, pa.int64()),
+            }
+        )
+        write_parquet_atomic(out, Path(keys_dir) / f"{part_id}.parquet")
+
+    # -- phase 2 ---------------------------------------------------------------------------
+    @staticmethod
+    def _flag(keys_dir: Path, flags_dir: Path, n_parts: int) -> None:
+        """Flag every row with its key's best rank and the key's size, after a Dask shuffle on
+        the key (all rows of a key meet in one partition; memory is bounded by partition)."""
+        import dask.dataframe as dd
+
+        ddf = dd.read_parquet(str(keys_dir))
+        split = max(1, min(n_parts, ddf.npartitions))
+        shuffled = ddf.shuffle(on="key", npartitions=split)
+        meta = {"part": "string", "row": "int64", "rank": "string", "best": "string", "n": "int64"}
+        flagged = shuffled.map_partitions(_flag_partition, meta=meta)
+        flagged.to_parquet(str(flags_dir), partition_on=["part"], write_index=False)
+
+    # -- phase 3 ---------------------------------------------------------------------------
+    def _apply(self, part: str, flags_dir: str, output_dir: str, log_dir: str) -> dict:
+        t0, c0 = time.perf_counter(), time.process_time()
+        table = pq.read_table(part)
+        part_id = Path(part).stem
+        n = table.num_rows
+        reasons: list[str | None] = [None] * n
+        dup_of: list[str | None] = [None] * n
+        flag_path = Path(flags_dir) / f"part={part_id}"
+        clusters = 0  # keys with more than one document, counted at their representative
+        if flag_path.is_dir():
+            flags = pq.read_table(flag_path, columns=["row", "rank", "best", "n"])
+            for row, rank, best, size in zip(
+                flags["row"].to_pylist(),
+                flags["rank"].to_pylist(),
+                flags["best"].to_pylist(),
+                flags["n"].to_pylist(),
+                strict=True,
+            ):
+                if rank != best:
+                    reasons[row] = self.reason
+                    dup_of[row] = best.split("\x00")[1]
+                elif size > 1:
+                    clusters += 1
+        reason_arr = pa.array(reasons, pa.string())
+        kept = pc.is_null(reason_arr)
+        out = table.filter(kept)
+        name = Path(part).name
+        write_parquet_atomic(out, Path(output_dir) / name)
+        log = decision_log(
+            table, kept, reason_arr, None, {"duplicate_of": pa.array(dup_of, pa.string())}
+        )
+        write_parquet_atomic(log, Path(log_dir) / name)
+        stats = StageStats(name=self.name, parts=1, docs_in=n, docs_out=out.num_rows)
+        stats.bytes_in, stats.bytes_out = text_bytes(table), text_bytes(out)
+        if n - out.num_rows:
+            stats.drop(self.reason, n - out.num_rows)
+        stats.counters["clusters"] = clusters
+        stats.seconds = time.perf_counter() - t0
+        stats.cpu_seconds = time.process_time() - c0
+        return stats.to_dict()
+
+
+def _flag_partition(df: Any) -> Any:
+    """pandas, one shuffled partition: each row gets its key's best rank and size."""
+    ranks = df.groupby("key")["rank"]
+    out = df.assign(best=ranks.transform("min"), n=ranks.transform("size"))
+    return out[["part", "row", "rank", "best", "n"]].astype(
+        {"part": "string", "row": "int64", "rank": "string", "best": "string", "n": "int64"}
+    )
+
+
+def normalize_url(url: str | None) -> str | None:
+    """The key of a URL: lower-case host, no ``www.``, no default port, no fragment, ``/`` for
+    an empty path, and ``https`` counted as ``http`` (the same page crawled both ways). Query
+    strings are kept: they often name different pages."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        return url.strip()
+    host = host.removeprefix("www.")
+    scheme = parts.scheme.lower()
+    if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
+        host = f"{host}:{port}"
+    if scheme == "https":
+        scheme = "http"
+    return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
+
+
+class DedupUrlParams(KeyDedupParams):
+    pass
+
+
+class DedupUrl(KeyDedup):
+    """One document per normalised URL: the most recent capture (WARC date), as in Llama 3."""
+
+    name = "dedup_url"
+    Params = DedupUrlParams
+    reason = "duplicate_url"
+
+    def keys(self, table: pa.Table) -> list[Any]:
+        return [normalize_url(u) for u in table["url"].to_pylist()]
+
+    def preference(self, table: pa.Table) -> list[str]:
+        if "date" not in table.column_names:
+            return [""] * table.num_rows
+        dates = pc.cast(table["date"], pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
+        return [f"{(_FAR_FUTURE_US - d) if d is not None else _FAR_FUTURE_US:020d}" for d in dates]
+
+
+class DedupExactParams(KeyDedupParams):
+    lowercase: bool = True
+    """Compare texts case-insensitively."""
+    collapse_whitespace: bool = True
+    """Treat runs of whitespace as one space and ignore leading/trailing whitespace."""
+
+
+class DedupExact(KeyDedup):
+    """One document per normalised text (NFKC, optionally lower-cased and whitespace-folded);
+    the representative is the smallest id."""
+
+    name = "dedup_exact"
+    Params = DedupExactParams
+    reason = "duplicate_text"
+
+    def keys(self, table: pa.Table) -> list[Any]:
+        out = []
+        for t in table["text"].to_pylist():
+            if t is None:
+                out.append(None)
+                continue
+            t = unicodedata.normalize("NFKC", t)
+            if self.params.lowercase:
+                t = t.lower()
+            if self.params.collapse_whitespace:
+                t = " ".join(t.split())
+            out.append(
+                hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+            )
+        return out
