@@ -140,3 +140,49 @@ def test_hidden_columns_are_not_written(tmp_path, monkeypatch):
         Runner.prepare(cfg).run(c)
     docs = pq.read_table(tmp_path / "out" / "documents" / "02_test_scratch")
     assert docs.num_rows == 1 and "_scratch" not in docs.column_names
+
+
+class Probe(MapStage):
+    """Remembers the columns it was given."""
+
+    name = "test_probe"
+    seen: list[str] = []
+
+    def process(self, table):
+        Probe.seen = list(table.column_names)
+        n = table.num_rows
+        stats = StageStats(self.name, docs_in=n, docs_out=n, parts=1)
+        return StageResult(
+            table, decision_log(table, pa.array([True] * n), pa.nulls(n, pa.string()), None), stats
+        )
+
+
+def test_scratch_is_dropped_after_a_stage_that_rewrites_text(tmp_path):
+    """pii changes the text: word splits made before it must not reach later filters."""
+    from refine.filters.pii import PiiAnonymizer
+    from refine.pipeline.runner import PartJob, run_part
+    from refine.pipeline.stage import Partition
+
+    part = tmp_path / "in.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["d0"],
+                "url": ["http://x/"],
+                "text": ["write to someone@example.org today"],
+                "source": ["f#0"],
+                "_words": pa.array([["stale"]], pa.list_(pa.large_string())),
+            }
+        ),
+        part,
+    )
+    job = PartJob(
+        root=str(tmp_path / "out"),
+        segment_key="01_test_probe",
+        fingerprint="x",
+        stages=[("00_pii", PiiAnonymizer()), ("01_test_probe", Probe())],
+        partition=Partition("00000", str(part)),
+        keep_intermediate=False,
+    )
+    run_part(job)
+    assert "_words" not in Probe.seen and "text" in Probe.seen

@@ -63,6 +63,8 @@ class PiiParams(StageParams):
 class PiiAnonymizer(MapStage):
     """Replaces e-mails and public IPs in ``text``; counts them in ``pii_emails`` / ``pii_ips``."""
 
+    rewrites_text = True
+
     name = "pii"
     Params = PiiParams
 

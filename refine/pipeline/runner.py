@@ -131,6 +131,8 @@ def run_part(job: PartJob) -> dict[str, Any]:
             else:
                 result = stage.process(table)
         table = result.table
+        if getattr(stage, "rewrites_text", False):
+            table = without_hidden(table)
         write_parquet_atomic(result.log, layout.stage_log(folder) / part_name)
         if i == last or job.keep_intermediate:
             write_parquet_atomic(without_hidden(table), layout.documents(folder) / part_name)

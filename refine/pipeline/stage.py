@@ -106,6 +106,10 @@ class SourceStage(Stage):
 
 class MapStage(Stage):
     kind = "map"
+    #: The stage changes ``text`` without updating the ``_`` scratch derived from it (e.g. the
+    #: shared ``_words``): the runner drops the scratch after it, so no later stage uses stale
+    #: words. A stage that rewrites text and refreshes the scratch itself leaves this False.
+    rewrites_text: ClassVar[bool] = False
 
     def process(self, table: pa.Table) -> StageResult:
         raise NotImplementedError
