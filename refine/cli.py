@@ -92,6 +92,62 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _short(value: object, width: int = 300) -> str:
+    text = "" if value is None else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _inspect(args: argparse.Namespace, console: Console) -> int:
+    from refine.inspect import inspect
+
+    rows = inspect(args.output, args.stage, reason=args.reason, kept=args.kept, n=args.n)
+    if args.json:
+        print(json.dumps(rows, default=str, ensure_ascii=False, indent=1))
+        return 0
+    out = _console(stderr=False)
+    what = "kept" if args.kept else f"dropped{f' as {args.reason}' if args.reason else ''}"
+    out.print(f"[bold]{args.stage}[/bold]: {len(rows)} document(s) {what}")
+    for r in rows:
+        out.rule()
+        out.print(f"[bold]{r['url'] or r['source']}[/bold]  id={r['id']}")
+        if not args.kept:
+            out.print(f"reason: {r['reason']}" + (f"  ({r['detail']})" if r["detail"] else ""))
+        if r["signals"]:
+            out.print("signals: " + ", ".join(f"{k}={_fmt(v)}" for k, v in r["signals"].items()))
+        out.print(f"source: {r['source']}")
+        out.print(
+            f"text: {_short(r['text'])}" if r["text"] else "text: (not kept at any checkpoint)"
+        )
+    return 0
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _explain(args: argparse.Namespace, console: Console) -> int:
+    from refine.inspect import explain
+
+    fates = explain(args.output, doc_id=args.id, url=args.url)
+    if args.json:
+        print(json.dumps({k: [d.__dict__ for d in v] for k, v in fates.items()}, default=str))
+        return 0
+    out = _console(stderr=False)
+    for doc, decisions in fates.items():
+        table = Table(title=f"document {doc}")
+        for col in ("stage", "decision", "signals"):
+            table.add_column(col)
+        for d in decisions:
+            verdict = "kept" if d.kept else f"dropped: {d.reason}"
+            if d.detail:
+                verdict += f" ({_short(d.detail, 80)})"
+            signals = ", ".join(f"{k}={_fmt(v)}" for k, v in d.signals.items())
+            table.add_row(d.folder, verdict, _short(signals, 200))
+        out.print(table)
+    return 0
+
+
 def _stages(args: argparse.Namespace, console: Console) -> int:
     from refine.pipeline.registry import STAGES, stage_class
 
@@ -129,6 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="print the per-stage summary of a finished run")
     rep.add_argument("output", help="the run's output directory")
     rep.set_defaults(func=_report)
+
+    ins = sub.add_parser("inspect", help="documents a stage dropped (or kept), with the signals")
+    ins.add_argument("output", help="the run's output directory")
+    ins.add_argument("--stage", required=True, help="stage name (e.g. gopher_quality) or folder")
+    ins.add_argument("--reason", help="only this drop reason")
+    ins.add_argument("--kept", action="store_true", help="show kept documents instead")
+    ins.add_argument("-n", type=int, default=10, help="how many (default 10)")
+    ins.add_argument("--json", action="store_true", help="machine-readable output")
+    ins.set_defaults(func=_inspect)
+
+    exp = sub.add_parser("explain", help="the fate of one document through every stage")
+    exp.add_argument("output", help="the run's output directory")
+    who = exp.add_mutually_exclusive_group(required=True)
+    who.add_argument("--id", help="document id (WARC-Record-ID)")
+    who.add_argument("--url", help="document URL (every capture of it)")
+    exp.add_argument("--json", action="store_true", help="machine-readable output")
+    exp.set_defaults(func=_explain)
 
     st = sub.add_parser("stages", help="list the registered stages and their parameters")
     st.set_defaults(func=_stages)
