@@ -401,3 +401,37 @@ def test_failed_parts_are_reported_and_the_rerun_retries_only_them(tmp_path):
     assert rep["parts"]["resumed"] == rep["parts"]["total"] - n_failed
     assert documents(out)["id"].to_pylist() == documents(local)["id"].to_pylist()
     assert documents(out)["text"].to_pylist() == documents(local)["text"].to_pylist()
+
+
+def test_changed_threshold_refilters_from_saved_signals(tmp_path):
+    """Re-running with only a threshold changed re-applies it to the saved signals: extraction
+    is resumed, no document is scored again, and the decisions follow the new threshold."""
+    data = require_shared_data()
+    warc = str(data / "warc" / "wget-sample-0000.warc.gz")
+    out = tmp_path / "out"
+
+    def run(min_words: int) -> dict:
+        stages = (
+            FAST_STAGES
+            + "  - gopher_repetition: {}\n"
+            + f"  - gopher_quality: {{min_doc_words: {min_words}}}\n"
+        )
+        cfg = write_config(tmp_path / "c.yaml", [warc], out, stages)
+        r = run_cli("run", str(cfg), "--workers", "2", "--no-progress")
+        assert r.returncode == 0, r.stderr[-3000:]
+        return check_report_consistent(out)
+
+    first = run(50)
+    extract_parts = stage(first, "extract")["parts"]
+    second = run(400)
+    quality = stage(second, "gopher_quality")
+    assert second["parts"]["resumed"] == extract_parts  # extraction was not redone
+    assert quality["counters"]["signals_reused"] == quality["docs_in"] > 0
+    assert stage(second, "gopher_repetition")["counters"]["signals_reused"] > 0
+    log = pq.read_table(out / "stages" / "03_gopher_quality").to_pylist()
+    for row in log:
+        if row["gopher_word_count"] < 400:
+            assert not row["kept"] and row["reason"] == "gopher_short_doc"
+    assert quality["dropped"]["gopher_short_doc"] > stage(first, "gopher_quality")["dropped"].get(
+        "gopher_short_doc", 0
+    )
