@@ -338,6 +338,9 @@ class Runner:
         if not out.failed:
             for folder in reuse:  # every part has its new log: the saved signals are spent
                 remove_tree(self.layout.saved_signals(folder))
+        for folder, _ in seg.stages:  # half-written files of attempts lost with a worker
+            clean_temporaries(self.layout.documents(folder))
+            clean_temporaries(self.layout.stage_log(folder))
         return out
 
     def _run_global_segment(self, client: Any, seg: Segment) -> SegmentOutcome:

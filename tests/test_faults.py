@@ -1,0 +1,124 @@
+"""Faults a long run meets: a worker killed with SIGKILL mid-run (issue 8, first slice)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from support import REPO, require_shared_data, run_cli, write_config
+
+pytestmark = pytest.mark.integration
+
+STAGES = "  - read: {slice_mb: 0.25}\n  - extract: {engine: trafilatura, timeout: 20}\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dask() -> str:
+    bindir = Path(sys.executable).parent
+    return str(bindir / "dask") if (bindir / "dask").exists() else "dask"
+
+
+@contextmanager
+def cluster(n_workers: int):
+    """A real `dask scheduler` and `dask worker` processes on 127.0.0.1."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    procs = [
+        subprocess.Popen(
+            [_dask(), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            **quiet,
+        )
+    ]
+    workers = []
+    try:
+        time.sleep(2)
+        for _ in range(n_workers):
+            w = subprocess.Popen(
+                [
+                    _dask(),
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                ],
+                cwd=REPO,
+                **quiet,
+            )
+            procs.append(w)
+            workers.append(w)
+        from distributed import Client
+
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(n_workers, timeout=60)
+        yield address, workers
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=10)
+
+
+def _part_digests(out: Path) -> dict[str, str]:
+    folder = out / "documents" / "01_extract"
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("part-*"))
+    }
+
+
+def test_worker_killed_mid_run_changes_nothing(tmp_path):
+    """SIGKILL one of two workers (nanny and worker) mid-run: the run completes on the other,
+    and every document part is byte-identical to an undisturbed run's."""
+    data = require_shared_data()
+    warc = str(data / "warc" / "web-pages-a.warc.gz")
+    clean = tmp_path / "clean"
+    cfg = write_config(tmp_path / "clean.yaml", [warc], clean, STAGES)
+    r = run_cli("run", str(cfg), "--workers", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    out = tmp_path / "killed"
+    cfg = write_config(tmp_path / "killed.yaml", [warc], out, STAGES)
+    with cluster(2) as (address, workers):
+        cmd = [
+            sys.executable,
+            "-m",
+            "refine.cli",
+            "run",
+            str(cfg),
+            "--scheduler",
+            address,
+            "--no-progress",
+        ]
+        run = subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        done = out / "_state" / "done" / "01_extract"
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if done.is_dir() and len(list(done.glob("part-*.json"))) >= 5:
+                break
+            assert run.poll() is None, run.communicate()[1][-2000:]
+            time.sleep(0.2)
+        os.killpg(workers[0].pid, signal.SIGKILL)  # the nanny and its worker, no goodbye
+        stdout, stderr = run.communicate(timeout=600)
+    assert run.returncode == 0, stderr[-3000:]
+    assert _part_digests(out) == _part_digests(clean)
+    assert not list(out.rglob(".tmp-*")), "half-written files left behind"
