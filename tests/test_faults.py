@@ -122,3 +122,33 @@ def test_worker_killed_mid_run_changes_nothing(tmp_path):
     assert run.returncode == 0, stderr[-3000:]
     assert _part_digests(out) == _part_digests(clean)
     assert not list(out.rglob(".tmp-*")), "half-written files left behind"
+
+
+def _all_digests(out: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((out / "documents").rglob("part-*.parquet"))
+    }
+
+
+def test_same_config_gives_byte_identical_documents_with_1_2_4_workers(tmp_path):
+    data = require_shared_data()
+    inputs = [
+        str(p) for p in sorted((data / "warc").glob("*.warc.gz")) if "web-pages" not in p.name
+    ]
+    stages = (
+        "  - read: {slice_mb: 0.1}\n  - extract: {engine: resiliparse}\n"
+        "  - url_filter: {}\n  - gopher_repetition: {}\n  - gopher_quality: {}\n  - c4: {}\n"
+        "  - pii: {}\n  - dedup_url: {}\n  - dedup_exact: {}\n"
+    )
+    digests = []
+    for workers in (1, 2, 4):
+        out = tmp_path / f"w{workers}"
+        cfg = write_config(
+            tmp_path / f"w{workers}.yaml", inputs, out, stages, "keep_intermediate: true\n"
+        )
+        r = run_cli("run", str(cfg), "--workers", str(workers), "--no-progress")
+        assert r.returncode == 0, r.stderr[-2000:]
+        digests.append(_all_digests(out))
+    assert len(digests[0]) > 20  # every stage's parts
+    assert digests[0] == digests[1] == digests[2]
