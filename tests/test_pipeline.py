@@ -435,3 +435,24 @@ def test_changed_threshold_refilters_from_saved_signals(tmp_path):
     assert quality["dropped"]["gopher_short_doc"] > stage(first, "gopher_quality")["dropped"].get(
         "gopher_short_doc", 0
     )
+
+
+def test_server_that_never_answers_fails_in_seconds_not_forever(tmp_path):
+    """A URL whose server accepts the connection and then says nothing: the run stops with one
+    clear line after read.http_timeout, before any work, instead of hanging."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        out = tmp_path / "out"
+        stages = "  - read: {http_timeout: 2}\n  - extract: {engine: resiliparse}\n"
+        url = f"http://127.0.0.1:{port}/never.warc.gz"
+        cfg = write_config(tmp_path / "c.yaml", [url], out, stages)
+        t0 = time.time()
+        r = run_cli("run", str(cfg), "--no-progress", timeout=120)
+        assert time.time() - t0 < 60
+        assert r.returncode == 2, r.stderr
+        assert url in r.stderr and "Traceback" not in r.stderr
+    finally:
+        listener.close()

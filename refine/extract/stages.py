@@ -58,6 +58,11 @@ class ReadParams(StageParams):
     )
     max_page_mb: float = Field(default=8, gt=0, description="larger HTTP bodies are dropped")
     commoncrawl_base_url: str = COMMONCRAWL_BASE_URL
+    http_timeout: float = Field(
+        default=60,
+        gt=0,
+        description="seconds an http(s) server may stay silent before a read fails",
+    )
 
 
 class ReadWarc(SourceStage):
@@ -69,7 +74,10 @@ class ReadWarc(SourceStage):
     def resolve_inputs(self, patterns: list[str]) -> list[InputFile]:
         p = self.params
         return expand_inputs(
-            patterns, max_files=p.max_files, commoncrawl_base_url=p.commoncrawl_base_url
+            patterns,
+            max_files=p.max_files,
+            commoncrawl_base_url=p.commoncrawl_base_url,
+            timeout=p.http_timeout,
         )
 
     def plan(self, inputs: list[InputFile]) -> list[Partition]:
@@ -87,7 +95,11 @@ class ReadWarc(SourceStage):
         stats = StageStats(name=self.name, parts=1)
         cols: dict[str, list] = {n: [] for n in PAGE_SCHEMA.names}
         log_rows: dict[str, list] = {"id": [], "url": [], "reason": [], "detail": [], "source": []}
-        reader = iter_slice(partition.spec, max_payload_bytes=int(self.params.max_page_mb * MiB))
+        reader = iter_slice(
+            partition.spec,
+            max_payload_bytes=int(self.params.max_page_mb * MiB),
+            timeout=self.params.http_timeout,
+        )
         for rec in reader:
             stats.docs_in += 1
             log_rows["id"].append(rec.id)

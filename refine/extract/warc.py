@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import brotli
-import fsspec
 from fastwarc.warc import WarcRecord, WarcRecordType
 
 from refine.errors import InputError
@@ -124,6 +123,7 @@ def iter_slice(
     *,
     max_payload_bytes: int = 8 * 2**20,
     max_member_bytes: int = 16 * 2**20,
+    timeout: float = 60.0,
 ) -> SliceReader:
     """Read one slice: iterate the result for RawRecords, then look at its `counts`.
 
@@ -131,8 +131,11 @@ def iter_slice(
     Content-Encoding decoding) are dropped without being held in memory.
     `max_member_bytes`: gzip members up to this many decompressed bytes are checked whole
     before use; larger ones are streamed.
+    `timeout`: seconds an http(s) server may stay silent before the read fails (InputError).
     """
-    return SliceReader(sl, max_payload_bytes=max_payload_bytes, max_member_bytes=max_member_bytes)
+    return SliceReader(
+        sl, max_payload_bytes=max_payload_bytes, max_member_bytes=max_member_bytes, timeout=timeout
+    )
 
 
 class SliceReader:
@@ -148,7 +151,15 @@ class SliceReader:
     Raises InputError (with the URL) only when the file cannot be opened or read.
     """
 
-    def __init__(self, sl: WarcSlice, *, max_payload_bytes: int, max_member_bytes: int) -> None:
+    def __init__(
+        self,
+        sl: WarcSlice,
+        *,
+        max_payload_bytes: int,
+        max_member_bytes: int,
+        timeout: float = 60.0,
+    ) -> None:
+        self.timeout = timeout  # seconds without an answer from an http(s) server
         self.slice = sl
         self.max_payload_bytes = max_payload_bytes
         self.max_member_bytes = max_member_bytes
@@ -165,7 +176,7 @@ class SliceReader:
         WARC record at all gives one `not_warc` instead of a `corrupt_record` per region."""
         limit = self.slice.max_records
         pending: list[RawRecord] = []
-        with _open(self.slice.url) as raw:
+        with _open(self.slice.url, self.timeout) as raw:
             for rec, is_junk in self._iter_raw(raw):
                 if is_junk and self.counts["warc_records"] == 0:
                     pending.append(rec)
@@ -465,11 +476,13 @@ def _problem_record(
     return RawRecord(rid, target, None, f"{url}#{src}", None, None, None, reason, detail)
 
 
-def _open(url: str) -> _RawFile:
+def _open(url: str, timeout: float) -> _RawFile:
+    from refine.pipeline.inputs import open_url
+
     try:
-        f = fsspec.open(url, "rb").open()
-    except (OSError, ValueError, ImportError) as e:
-        raise InputError(f"cannot open WARC file {url}: {e}") from e
+        f = open_url(url, timeout).open()
+    except (OSError, ValueError, ImportError, TimeoutError) as e:
+        raise InputError(f"cannot open WARC file {url}: {e!r}") from e
     return _RawFile(f, url)
 
 
@@ -520,8 +533,8 @@ class _RawFile:
             if pos != self._f_pos:
                 self._f.seek(pos)
             self._buf = self._f.read(_CHUNK)
-        except OSError as e:
-            raise InputError(f"cannot read WARC file {self._url} at byte {pos}: {e}") from e
+        except Exception as e:  # any failure of the underlying file/HTTP/S3 read
+            raise InputError(f"cannot read WARC file {self._url} at byte {pos}: {e!r}") from e
         self._buf_pos = pos
         self._f_pos = pos + len(self._buf)
 

@@ -32,19 +32,46 @@ class InputFile:
     size: int | None  # bytes; None when the server does not say
 
 
+#: Seconds to wait for an HTTP(S) connection or for the next bytes of a response. A server that
+#: never answers fails the read (then the part is retried) instead of stalling a worker forever.
+HTTP_TIMEOUT = 60.0
+
+
+def storage_options(url: str, timeout: float = HTTP_TIMEOUT) -> dict:
+    """fsspec options for ``url``: time limits for http(s); nothing for other protocols."""
+    if url.startswith(("http://", "https://")):
+        import aiohttp
+
+        return {
+            "client_kwargs": {
+                "timeout": aiohttp.ClientTimeout(
+                    total=None, sock_connect=timeout, sock_read=timeout
+                )
+            }
+        }
+    return {}
+
+
+def open_url(url: str, timeout: float = HTTP_TIMEOUT):
+    """An fsspec OpenFile for ``url`` with the time limits above."""
+    return fsspec.open(url, "rb", **storage_options(url, timeout))
+
+
 def _is_url(s: str) -> bool:
     return "://" in s
 
 
-def crawl_paths(crawl_id: str, base_url: str, max_files: int | None) -> list[str]:
+def crawl_paths(
+    crawl_id: str, base_url: str, max_files: int | None, timeout: float = HTTP_TIMEOUT
+) -> list[str]:
     """The WARC URLs of a crawl, from ``crawl-data/<id>/warc.paths.gz``."""
     base = base_url if base_url.endswith("/") else base_url + "/"
     listing = f"{base}crawl-data/{crawl_id}/warc.paths.gz"
     try:
-        with fsspec.open(listing, "rb") as f:
+        with open_url(listing, timeout) as f:
             raw = f.read()
-    except (OSError, ValueError) as e:
-        raise InputError(f"crawl {crawl_id}: cannot read {listing}: {e}") from None
+    except (OSError, ValueError, TimeoutError) as e:
+        raise InputError(f"crawl {crawl_id}: cannot read {listing}: {e!r}") from None
     try:
         text = gzip.decompress(raw).decode("utf-8")
     except (OSError, EOFError, UnicodeDecodeError) as e:
@@ -78,16 +105,16 @@ def _expand_one(pattern: str) -> list[str]:
     return [os.path.abspath(path)]
 
 
-def _size(url: str) -> int | None:
+def _size(url: str, timeout: float = HTTP_TIMEOUT) -> int | None:
     if not _is_url(url):
         return os.path.getsize(url)
     try:
-        fs, _ = fsspec.core.url_to_fs(url)
+        fs, _ = fsspec.core.url_to_fs(url, **storage_options(url, timeout))
         info = fs.info(url)
     except FileNotFoundError:
         raise InputError(f"input {url!r}: not found") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"input {url!r}: cannot be reached: {e}") from None
+    except (OSError, ValueError, TimeoutError) as e:
+        raise InputError(f"input {url!r}: cannot be reached: {e!r}") from None
     size = info.get("size")
     return int(size) if size is not None else None
 
@@ -97,6 +124,7 @@ def expand_inputs(
     *,
     max_files: int | None = None,
     commoncrawl_base_url: str = COMMONCRAWL_BASE_URL,
+    timeout: float = HTTP_TIMEOUT,
 ) -> list[InputFile]:
     """Resolve ``patterns`` into files; the same file named twice is read once."""
     if not patterns:
@@ -104,7 +132,7 @@ def expand_inputs(
     urls: list[str] = []
     for pattern in patterns:
         if CRAWL_ID.match(pattern):
-            found = crawl_paths(pattern, commoncrawl_base_url, max_files)
+            found = crawl_paths(pattern, commoncrawl_base_url, max_files, timeout)
         else:
             found = _expand_one(pattern)
         if not found:
@@ -114,5 +142,5 @@ def expand_inputs(
     if max_files is not None:
         unique = unique[:max_files]
     with ThreadPoolExecutor(max_workers=16) as pool:
-        sizes = list(pool.map(_size, unique))
+        sizes = list(pool.map(lambda u: _size(u, timeout), unique))
     return [InputFile(u, s) for u, s in zip(unique, sizes, strict=True)]

@@ -1,0 +1,389 @@
+"""``dedup_minhash``: near-duplicate removal with MinHash LSH, as a global stage (FineWeb's
+recipe: word 5-grams, 14 bands x 8 rows), with distributed connected components.
+
+Phases, none of which gathers document data on one machine:
+
+1. per part (a Dask task each): datasketch-compatible signatures of every document, computed by
+   batches (``signatures.py``), written as one row per (document, band): the band's 64-bit bucket
+   key and the document's node name ``id NUL part NUL row`` (names sort by id first, so the
+   smallest name of a cluster is its smallest id);
+2. Dask shuffle on the bucket key; in each bucket every member is linked to the bucket's smallest
+   member (a star, not all pairs, so a bucket of 10^5 copies gives 10^5 edges, not 10^10); the
+   edges are de-duplicated after a shuffle on their larger end;
+3. optional (``verify_jaccard``): each candidate edge meets both documents' shingle sets through
+   two shuffles and is kept only if their true Jaccard similarity reaches ``jaccard_threshold``;
+4. connected components by min-label propagation over Dask shuffles (``components.py``);
+5. Dask shuffle on the label: each cluster's size, and for each member its survivor (the
+   cluster's smallest node), written partitioned by part;
+6. per part: non-survivors are dropped and logged with ``duplicate_of`` (the survivor's id) and
+   ``minhash_cluster`` (the cluster's size).
+
+The survivors depend only on the documents and the params, never on partitioning or workers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import Field, model_validator
+
+from refine.dedup.components import connected_components
+from refine.dedup.signatures import MinHasher, band_keys, jaccard_of_sets, sorted_unique_sets
+from refine.errors import ConfigError
+from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
+from refine.pipeline.stats import StageStats
+from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
+
+REASON = "near_duplicate"
+_STR = "string"
+#: documents per signature batch: bounds the NumPy temporaries (about 100 bytes per text byte)
+_BATCH_ROWS = 512
+
+
+class DedupMinhashParams(StageParams):
+    num_bands: int = Field(14, ge=1)
+    """LSH bands (FineWeb: 14). Pairs with Jaccard s become candidates with probability
+    ``1 - (1 - s**rows_per_band)**num_bands`` (0.92 at s = 0.8 with 14 x 8)."""
+    rows_per_band: int = Field(8, ge=1)
+    """MinHash values per band (FineWeb: 8); the signature has ``num_bands * rows_per_band``."""
+    ngram: int = Field(5, ge=1)
+    """Shingle size in words, after normalisation (lower case, no punctuation, numbers -> 0,
+    no diacritics). Documents with fewer words take no part."""
+    seed: int = 1
+    """Seed of datasketch's permutations; the same seed gives the same signatures everywhere."""
+    verify_jaccard: bool = False
+    """Keep a candidate pair only if the true Jaccard similarity of its shingle sets reaches
+    ``jaccard_threshold`` (FineWeb does not verify; costs two more shuffles of shingle sets)."""
+    jaccard_threshold: float = Field(0.8, ge=0.0, le=1.0)
+    """Used only with ``verify_jaccard``."""
+    max_iterations: int = Field(50, ge=1)
+    """Rounds of label propagation before giving up; a cluster whose diameter exceeds it is
+    left split (more survivors, never fewer). ``counters.cc_converged`` says whether it happened."""
+
+    @model_validator(mode="after")
+    def _signature_size(self) -> DedupMinhashParams:
+        if self.num_bands * self.rows_per_band > 4096:
+            raise ValueError("num_bands * rows_per_band must be at most 4096")
+        return self
+
+
+class DedupMinhash(GlobalStage):
+    """One document per cluster of near-duplicates (MinHash LSH + connected components); the
+    survivor is the cluster's smallest id."""
+
+    name = "dedup_minhash"
+    Params = DedupMinhashParams
+
+    def check(self) -> None:
+        try:
+            import datasketch  # noqa: F401
+        except ImportError as e:
+            raise ConfigError(f"dedup_minhash needs datasketch (pip install datasketch): {e}")
+
+    def run(self, ctx: GlobalContext) -> StageStats:
+        t0, c0 = time.perf_counter(), time.process_time()
+        p = self.params
+        parts = [str(x) for x in list_parts(Path(ctx.input_dir))]
+        work = Path(ctx.work_dir)
+        remove_tree(work)
+        bands_dir, sets_dir = work / "bands", work / "sets"
+        edges_dir, verified_dir, flags_dir = work / "edges", work / "verified", work / "flags"
+        client = ctx.client
+        counters: dict[str, int] = {}
+        sig_stats = client.gather(
+            client.map(
+                self._write_bands,
+                parts,
+                [str(bands_dir)] * len(parts),
+                [str(sets_dir) if p.verify_jaccard else None] * len(parts),
+                pure=False,
+            )
+        )
+        counters["no_signature"] = sum(s["no_signature"] for s in sig_stats)
+        npart = max(1, len(parts))
+        if sum(s["signed"] for s in sig_stats):
+            counters["candidate_pairs"] = _candidate_edges(bands_dir, edges_dir, npart)
+        else:
+            counters["candidate_pairs"] = 0
+        if counters["candidate_pairs"] and p.verify_jaccard:
+            kept = _verify_edges(edges_dir, sets_dir, verified_dir, p.jaccard_threshold, npart)
+            counters["pairs_rejected_by_jaccard"] = counters["candidate_pairs"] - kept
+            edges_dir = verified_dir
+            if not kept:
+                counters["candidate_pairs"] = 0
+        if counters["candidate_pairs"]:
+            labels_dir, cc = connected_components(
+                edges_dir, work / "cc", npart, p.max_iterations
+            )
+            counters["cc_iterations"] = cc.iterations
+            counters["cc_converged"] = int(cc.converged)
+            counters["cc_nodes"] = cc.nodes
+            _cluster_flags(labels_dir, flags_dir, npart)
+        futures = client.map(
+            self._apply,
+            parts,
+            [str(flags_dir)] * len(parts),
+            [ctx.output_dir] * len(parts),
+            [ctx.log_dir] * len(parts),
+            pure=False,
+        )
+        stats = StageStats(name=self.name)
+        for part_stats in client.gather(futures):
+            stats = stats + StageStats.from_dict(part_stats)
+        for k, v in counters.items():
+            stats.counters[k] += v
+        stats.seconds = time.perf_counter() - t0
+        stats.cpu_seconds += time.process_time() - c0 + sum(s["cpu"] for s in sig_stats)
+        remove_tree(work)
+        return stats
+
+    # -- phase 1 ---------------------------------------------------------------------------
+    def _write_bands(self, part: str, bands_dir: str, sets_dir: str | None) -> dict[str, Any]:
+        c0 = time.process_time()
+        p = self.params
+        hasher = MinHasher(p.num_bands * p.rows_per_band, p.seed, p.ngram)
+        table = pq.read_table(part, columns=["id", "text"])
+        part_id = Path(part).stem
+        nodes = node_names(table["id"], part_id)
+        buckets, members, set_nodes, sets = [], [], [], []
+        signed = 0
+        for lo in range(0, table.num_rows, _BATCH_ROWS):
+            texts = table["text"].slice(lo, _BATCH_ROWS)
+            sig, sh = hasher.signatures(texts)
+            has = np.flatnonzero(sh.counts > 0)
+            signed += has.size
+            keys = band_keys(sig[has], p.num_bands, p.rows_per_band)
+            buckets.append(keys.reshape(-1))
+            members.append(nodes.slice(lo, _BATCH_ROWS).take(np.repeat(has, p.num_bands)))
+            if sets_dir is not None:
+                set_nodes.append(nodes.slice(lo, _BATCH_ROWS).take(has))
+                sets.append(sorted_unique_sets(sh).take(has))
+        out = pa.table(
+            {
+                "bucket": pa.array(np.concatenate(buckets) if buckets else [], pa.int64()),
+                "node": pa.chunked_array(members, pa.string()),
+            }
+        )
+        write_parquet_atomic(out, Path(bands_dir) / f"{part_id}.parquet")
+        if sets_dir is not None:
+            sets_table = pa.table(
+                {
+                    "node": pa.chunked_array(set_nodes, pa.string()),
+                    "shingles": pa.chunked_array(sets, pa.large_binary()),
+                }
+            )
+            write_parquet_atomic(sets_table, Path(sets_dir) / f"{part_id}.parquet")
+        return {
+            "signed": signed,
+            "no_signature": table.num_rows - signed,
+            "cpu": time.process_time() - c0,
+        }
+
+    # -- phase 6 ---------------------------------------------------------------------------
+    def _apply(self, part: str, flags_dir: str, output_dir: str, log_dir: str) -> dict:
+        t0, c0 = time.perf_counter(), time.process_time()
+        table = pq.read_table(part)
+        part_id = Path(part).stem
+        n = table.num_rows
+        dup_of = np.full(n, None, dtype=object)
+        size = np.ones(n, np.int64)
+        clusters = 0
+        flag_path = Path(flags_dir) / f"part={part_id}"
+        if flag_path.is_dir():
+            flags = pq.read_table(flag_path, columns=["row", "survivor", "size", "is_survivor"])
+            rows = flags["row"].to_numpy()
+            is_survivor = flags["is_survivor"].to_numpy(zero_copy_only=False)
+            size[rows] = flags["size"].to_numpy()
+            survivor = np.asarray(flags["survivor"].to_pylist(), dtype=object)
+            dup_of[rows[~is_survivor]] = survivor[~is_survivor]
+            clusters = int(is_survivor.sum())
+        dup_arr = pa.array(dup_of, pa.string())
+        kept = pc.is_null(dup_arr)
+        reasons = pc.if_else(kept, pa.scalar(None, pa.string()), pa.scalar(REASON))
+        out = table.filter(kept)
+        name = Path(part).name
+        write_parquet_atomic(out, Path(output_dir) / name)
+        log = decision_log(
+            table,
+            kept,
+            reasons,
+            None,
+            {"duplicate_of": dup_arr, "minhash_cluster": pa.array(size, pa.int32())},
+        )
+        write_parquet_atomic(log, Path(log_dir) / name)
+        stats = StageStats(name=self.name, parts=1, docs_in=n, docs_out=out.num_rows)
+        stats.bytes_in, stats.bytes_out = text_bytes(table), text_bytes(out)
+        if n - out.num_rows:
+            stats.drop(REASON, n - out.num_rows)
+        stats.counters["clusters"] = clusters
+        stats.counters["bytes_removed"] = stats.bytes_in - stats.bytes_out
+        stats.seconds = time.perf_counter() - t0
+        stats.cpu_seconds = time.process_time() - c0
+        return stats.to_dict()
+
+
+def node_names(ids: pa.ChunkedArray | pa.Array, part_id: str) -> pa.Array:
+    """``id NUL part NUL row``: unique per document, and ordered by id first."""
+    n = len(ids)
+    rows = pc.utf8_lpad(pc.cast(pa.array(np.arange(n)), pa.string()), 10, "0")
+    ids = pc.fill_null(pc.cast(ids, pa.string()), "")
+    names = pc.binary_join_element_wise(ids, pa.scalar(part_id), rows, "\x00")
+    return names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
+
+
+def _split_node(nodes: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(id, part, row) of node names (the id may itself contain anything but the separator
+    is searched from the right)."""
+    parts = nodes.str.rsplit("\x00", n=2, expand=True)
+    return parts[0], parts[1], parts[2].astype("int64")
+
+
+# -- phase 2 -------------------------------------------------------------------------------
+def _bucket_edges(df: pd.DataFrame) -> pd.DataFrame:
+    """One partition shuffled on ``bucket``: each member linked to its bucket's smallest node."""
+    if df.empty:
+        return pd.DataFrame({"a": pd.array([], _STR), "b": pd.array([], _STR)})
+    first = df.groupby("bucket", sort=False)["node"].transform("min")
+    edges = pd.DataFrame({"a": first, "b": df["node"]})
+    edges = edges[edges["a"] != edges["b"]].drop_duplicates()
+    return edges.astype(_STR).reset_index(drop=True)
+
+
+def _distinct_edges(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop_duplicates().astype(_STR).reset_index(drop=True)
+
+
+def _candidate_edges(bands_dir: Path, edges_dir: Path, npartitions: int) -> int:
+    """Write the distinct candidate edges (a < b); return how many there are."""
+    import dask.dataframe as dd
+
+    bands = dd.read_parquet(str(bands_dir), columns=["bucket", "node"])
+    edges = bands.shuffle(on="bucket", npartitions=npartitions).map_partitions(
+        _bucket_edges, meta={"a": _STR, "b": _STR}
+    )
+    edges.shuffle(on="b", npartitions=npartitions).map_partitions(
+        _distinct_edges, meta={"a": _STR, "b": _STR}
+    ).to_parquet(str(edges_dir), write_index=False)
+    return len(dd.read_parquet(str(edges_dir), columns=["a"]))
+
+
+# -- phase 3 -------------------------------------------------------------------------------
+_VMETA = {"key": _STR, "other": _STR, "sets": object}
+
+
+def _attach_sets(df: pd.DataFrame) -> pd.DataFrame:
+    """A partition shuffled on ``key``: edges (key, other) get the key's shingle set, and
+    are re-keyed on their other end."""
+    sets = df[df["other"].isna()][["key", "sets"]]
+    edges = df[df["other"].notna()][["key", "other"]]
+    m = edges.merge(sets, on="key", how="inner")
+    return pd.DataFrame(
+        {
+            "key": pd.array(m["other"], _STR),
+            "other": pd.array(m["key"], _STR),
+            "sets": m["sets"].astype(object),
+        }
+    )
+
+
+def _pair_jaccard(threshold: float) -> Any:
+    def run(df: pd.DataFrame) -> pd.DataFrame:
+        sets = df[df["other"].isna()][["key", "sets"]]
+        edges = df[df["other"].notna()]
+        m = edges.merge(sets, on="key", how="inner", suffixes=("_other", "_key"))
+        sim = np.array(
+            [jaccard_of_sets(x, y) for x, y in zip(m["sets_other"], m["sets_key"], strict=True)],
+            dtype=np.float64,
+        )
+        ok = sim >= threshold
+        a, b = m["other"][ok], m["key"][ok]
+        first = a < b
+        return pd.DataFrame(
+            {"a": pd.array(a.where(first, b), _STR), "b": pd.array(b.where(first, a), _STR)}
+        ).reset_index(drop=True)
+
+    return run
+
+
+def _verify_edges(
+    edges_dir: Path, sets_dir: Path, out_dir: Path, threshold: float, npartitions: int
+) -> int:
+    """Keep the candidate edges whose shingle sets have Jaccard >= threshold; return how many.
+    Each edge meets its ends' sets through a shuffle on each end: no document is gathered."""
+    import dask.dataframe as dd
+
+    edges = dd.read_parquet(str(edges_dir), columns=["a", "b"])
+    sets = dd.read_parquet(str(sets_dir), columns=["node", "shingles"])
+
+    def edge_rows(d: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "key": pd.array(d["a"], _STR),
+                "other": pd.array(d["b"], _STR),
+                "sets": pd.Series([None] * len(d), dtype=object, index=d.index),
+            }
+        )
+
+    def set_rows(d: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "key": pd.array(d["node"], _STR),
+                "other": pd.array([pd.NA] * len(d), _STR),
+                "sets": d["shingles"].astype(object),
+            }
+        )
+
+    set_side = sets.map_partitions(set_rows, meta=_VMETA)
+    first = dd.concat([edges.map_partitions(edge_rows, meta=_VMETA), set_side])
+    half = first.shuffle(on="key", npartitions=npartitions).map_partitions(
+        _attach_sets, meta=_VMETA
+    )
+    second = dd.concat([half, set_side]).shuffle(on="key", npartitions=npartitions)
+    second.map_partitions(_pair_jaccard(threshold), meta={"a": _STR, "b": _STR}).to_parquet(
+        str(out_dir), write_index=False
+    )
+    return len(dd.read_parquet(str(out_dir), columns=["a"]))
+
+
+# -- phase 5 -------------------------------------------------------------------------------
+def _flag_cluster(df: pd.DataFrame) -> pd.DataFrame:
+    """One partition of (node, label) shuffled on ``label``: all members of a cluster."""
+    meta = {
+        "part": _STR,
+        "row": "int64",
+        "survivor": _STR,
+        "size": "int64",
+        "is_survivor": bool,
+    }
+    if df.empty:
+        return pd.DataFrame({k: pd.Series([], dtype=v) for k, v in meta.items()})
+    size = df.groupby("label", sort=False)["node"].transform("size")
+    _, part, row = _split_node(df["node"])
+    survivor, _, _ = _split_node(df["label"])
+    return pd.DataFrame(
+        {
+            "part": part,
+            "row": row,
+            "survivor": survivor,
+            "size": size.astype("int64"),
+            "is_survivor": (df["node"] == df["label"]).astype(bool),
+        }
+    ).astype(meta)
+
+
+def _cluster_flags(labels_dir: Path, flags_dir: Path, npartitions: int) -> None:
+    import dask.dataframe as dd
+
+    labels = dd.read_parquet(str(labels_dir), columns=["node", "label"])
+    meta = {"part": _STR, "row": "int64", "survivor": _STR, "size": "int64", "is_survivor": bool}
+    flags = labels.shuffle(on="label", npartitions=npartitions).map_partitions(
+        _flag_cluster, meta=meta
+    )
+    flags.to_parquet(str(flags_dir), partition_on=["part"], write_index=False)

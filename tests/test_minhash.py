@@ -1,0 +1,300 @@
+"""dedup_minhash: signatures match datasketch, planted near-duplicates of real pages collapse to
+one survivor each, survivors do not depend on partitioning, chains become one cluster.
+
+Ground truth is computed here, independently of the stage: true Jaccard similarity of word
+5-gram sets over a plain-Python normalisation (not the stage's Arrow/NumPy code)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from distributed import Client
+from support import require_shared_data
+
+from refine.dedup.minhash import DedupMinhash, DedupMinhashParams
+from refine.dedup.signatures import MinHasher, shingle_hashes32
+from refine.pipeline.stage import GlobalContext
+
+# -- ground truth ----------------------------------------------------------------------------
+
+
+def _simple_words(text: str) -> list[str]:
+    text = "".join(
+        c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn"
+    ).lower()
+    text = re.sub(r"\d+([.,]\d+)?", "0", text)
+    text = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text)
+    return text.split()
+
+
+def _grams(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    w = _simple_words(text)
+    return {tuple(w[i : i + n]) for i in range(len(w) - n + 1)}
+
+
+def _jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+# -- corpora ---------------------------------------------------------------------------------
+
+
+def _real_texts(min_words: int = 150) -> list[str]:
+    data = require_shared_data()
+    path = data / "text" / "cc-main-2019-30-en.jsonl.gz"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    return [t for t in texts if len(t.split()) >= min_words]
+
+
+def _edit_words(text: str, fraction: float, rng: random.Random) -> str:
+    """Replace ``fraction`` of the words with random made-up words (1-5 % edits)."""
+    words = text.split(" ")
+    for i in rng.sample(range(len(words)), max(1, int(len(words) * fraction))):
+        words[i] = f"zq{rng.randrange(10**9)}"
+    return " ".join(words)
+
+
+def _write_parts(tmp: Path, docs: list[tuple[str, str]], n_parts: int) -> Path:
+    """The documents as ``n_parts`` Parquet parts, the shape of a refine checkpoint."""
+    folder = tmp / f"in-{n_parts}"
+    folder.mkdir(parents=True)
+    bounds = np.linspace(0, len(docs), n_parts + 1).astype(int)
+    for k in range(n_parts):
+        chunk = docs[bounds[k] : bounds[k + 1]]
+        pq.write_table(
+            pa.table(
+                {
+                    "id": pa.array([d[0] for d in chunk], pa.string()),
+                    "url": pa.array([f"http://x.example/{d[0]}" for d in chunk], pa.string()),
+                    "text": pa.array([d[1] for d in chunk], pa.large_string()),
+                }
+            ),
+            folder / f"part-{k:05d}.parquet",
+        )
+    return folder
+
+
+def _run(tmp: Path, docs, n_parts: int, workers: int, **params):
+    inp = _write_parts(tmp, docs, n_parts)
+    out = tmp / f"out-{n_parts}-{workers}"
+    ctx_dirs = dict(
+        input_dir=str(inp),
+        output_dir=str(out / "documents"),
+        log_dir=str(out / "log"),
+        work_dir=str(out / "work"),
+    )
+    stage = DedupMinhash(DedupMinhashParams(**params))
+    with Client(
+        processes=False, n_workers=workers, threads_per_worker=1, dashboard_address=None
+    ) as client:
+        stats = stage.run(GlobalContext(client=client, **ctx_dirs))
+    stats.check_balance()
+    kept = pq.read_table(out / "documents")["id"].to_pylist()
+    log = pq.read_table(out / "log")
+    return stats, set(kept), log
+
+
+def _planted(rng: random.Random, n_sources: int):
+    """Real pages, each with 1-4 variants (1-5 % of words edited) and sometimes an exact copy;
+    ids shuffled so survivors are not simply the originals."""
+    texts = _real_texts()[:n_sources]
+    docs, family = [], {}
+    for s, text in enumerate(texts):
+        members = [text]
+        for _ in range(rng.randint(1, 4)):
+            members.append(_edit_words(text, rng.uniform(0.01, 0.05), rng))
+        if rng.random() < 0.5:
+            members.append(text)
+        for m in members:
+            doc_id = f"<urn:uuid:{rng.getrandbits(64):016x}>"
+            docs.append((doc_id, m))
+            family[doc_id] = s
+    rng.shuffle(docs)
+    return docs, family
+
+
+# -- tests -------------------------------------------------------------------------------------
+
+
+def test_signatures_equal_datasketch():
+    """Our batched signature of a document is datasketch's MinHash of the same shingles."""
+    from datasketch import MinHash
+
+    texts = [
+        "The quick brown fox jumps over the lazy dog again and again, said Zoë in 2024.",
+        "short text",
+        "",
+        None,
+        " ".join(f"w{i}" for i in range(3000)),
+    ]
+    hasher = MinHasher(112, seed=7, ngram=5)
+    sig, sh = hasher.signatures(pa.array(texts, pa.large_string()))
+    assert list(sh.counts[:4]) == [11, 0, 0, 0] and sh.counts[4] == 2996
+    h32 = shingle_hashes32(sh.hashes)
+    start = np.r_[0, np.cumsum(sh.counts)]
+    for i in range(len(texts)):
+        m = MinHash(num_perm=112, seed=7, hashfunc=lambda x: x)
+        m.update_batch(h32[start[i] : start[i + 1]].tolist())
+        assert np.array_equal(m.hashvalues, sig[i]), i
+    # same shingles whatever the batch: signatures do not depend on batching
+    sig2, _ = hasher.signatures(pa.array(texts[:1]))
+    assert np.array_equal(sig2[0], sig[0])
+
+
+def test_normalisation_ignores_case_punctuation_numbers_and_accents():
+    hasher = MinHasher(112, seed=1, ngram=5)
+    sig, _ = hasher.signatures(
+        pa.array(
+            [
+                "Café au lait, costs 3.50 EUR -- today at the corner shop!",
+                "cafe AU LAIT costs 7,25 eur today at the   corner shop",
+            ]
+        )
+    )
+    assert np.array_equal(sig[0], sig[1])
+
+
+def test_planted_near_duplicates_of_real_pages(tmp_path):
+    rng = random.Random(5)
+    docs, family = _planted(rng, n_sources=150)
+    grams = {d: _grams(t) for d, t in docs}
+    stats, kept, log = _run(tmp_path, docs, n_parts=3, workers=2)
+
+    # clusters of true Jaccard >= 0.85 with the family's smallest id
+    by_family: dict[int, list[str]] = {}
+    for d, _ in docs:
+        by_family.setdefault(family[d], []).append(d)
+    good = total = 0
+    for members in by_family.values():
+        anchor = min(members)
+        close = [m for m in members if _jaccard(grams[m], grams[anchor]) >= 0.85]
+        if len(close) < 2:
+            continue
+        total += 1
+        good += sum(m in kept for m in close) == 1
+    recall = good / total
+    # pairs with true Jaccard < 0.5 (different source pages) must not be merged
+    dup_of = {r["id"]: r["duplicate_of"] for r in log.to_pylist() if not r["kept"]}
+    merged_pairs = set()
+    for d, s in dup_of.items():
+        merged_pairs.add(tuple(sorted((d, s))))
+    ids = [d for d, _ in docs]
+    sample = [tuple(sorted(rng.sample(ids, 2))) for _ in range(20000)]
+    low = [p for p in sample if _jaccard(grams[p[0]], grams[p[1]]) < 0.5]
+    false_merges = [p for p in merged_pairs if _jaccard(grams[p[0]], grams[p[1]]) < 0.5]
+    # every removed doc and its survivor are in the same cluster: same survivor everywhere
+    survivor_of = {d: dup_of.get(d, d) for d in ids}
+    low_merged = sum(survivor_of[a] == survivor_of[b] for a, b in low)
+    print(
+        f"clusters={total} recall={recall:.4f} false_merges={len(false_merges)} "
+        f"low_pairs_sampled={len(low)} low_merged={low_merged} stats={stats.to_dict()}"
+    )
+    assert total >= 100
+    assert recall >= 0.95
+    assert low_merged <= 0.01 * len(low)
+    assert not false_merges
+    assert stats.dropped["near_duplicate"] == len(docs) - len(kept)
+    assert stats.counters["clusters"] >= total
+    assert stats.counters["bytes_removed"] == stats.bytes_in - stats.bytes_out > 0
+    sizes = {r["id"]: r["minhash_cluster"] for r in log.to_pylist()}
+    for d, s in dup_of.items():
+        assert s in kept and family[s] == family[d]
+        assert sizes[d] == sizes[s] >= 2
+
+
+def test_survivors_do_not_depend_on_partitions_or_workers(tmp_path):
+    rng = random.Random(11)
+    docs, _ = _planted(rng, n_sources=40)
+    results = []
+    for n_parts, workers in [(1, 1), (2, 2), (4, 4)]:
+        _, kept, log = _run(tmp_path, docs, n_parts, workers)
+        dup = sorted((r["id"], r["duplicate_of"]) for r in log.to_pylist() if not r["kept"])
+        results.append((sorted(kept), dup))
+    assert results[0] == results[1] == results[2]
+    assert len(results[0][0]) < len(docs)
+
+
+def _chain(rng: random.Random, length: int, words: int = 200) -> list[str]:
+    """Documents each ~80 % similar to its neighbours and much less to those further away:
+    every step replaces a fresh 1/12 of the words."""
+    base = [f"w{rng.randrange(10**9)}" for _ in range(words)]
+    out = [" ".join(base)]
+    step = words // 12
+    for k in range(1, length):
+        base = base[:]
+        for i in range((k - 1) * step, k * step):
+            base[i] = f"v{rng.randrange(10**9)}"
+        out.append(" ".join(base))
+    return out
+
+
+def test_chain_becomes_one_cluster(tmp_path):
+    rng = random.Random(3)
+    texts = _chain(rng, 6)
+    grams = [_grams(t) for t in texts]
+    near = [_jaccard(grams[i], grams[i + 1]) for i in range(5)]
+    far = _jaccard(grams[0], grams[5])
+    assert min(near) > 0.6 and far < 0.3  # only neighbours are similar
+    ids = [f"doc-{c}" for c in "fedcba"]  # the smallest id at the end of the chain
+    docs = list(zip(ids, texts, strict=True))
+    noise = [(f"noise-{i}", " ".join(_chain(rng, 1)[0])) for i in range(20)]
+    # 32 bands x 2 rows: pairs at ~0.8 similarity are candidates with near certainty
+    stats, kept, log = _run(
+        tmp_path, docs + noise, 3, 2, num_bands=32, rows_per_band=2, max_iterations=20
+    )
+    assert "doc-a" in kept and not set(ids[:-1]) & kept
+    assert all(f"noise-{i}" in kept for i in range(20))
+    dup_of = {r["id"]: r["duplicate_of"] for r in log.to_pylist() if not r["kept"]}
+    assert set(dup_of.values()) == {"doc-a"}
+    assert stats.counters["cc_converged"] == 1 and stats.counters["cc_iterations"] >= 2
+    assert stats.counters["clusters"] == 1
+
+
+def test_max_iterations_guard_keeps_a_long_chain_split(tmp_path):
+    rng = random.Random(4)
+    texts = _chain(rng, 10)
+    docs = [(f"doc-{9 - i}", t) for i, t in enumerate(texts)]
+    stats, kept, _ = _run(tmp_path, docs, 2, 1, num_bands=32, rows_per_band=2, max_iterations=1)
+    assert stats.counters["cc_converged"] == 0 and stats.counters["cc_iterations"] == 1
+    assert len(kept) > 1  # not converged: more survivors, never fewer
+
+
+def test_jaccard_verification_rejects_weak_candidates(tmp_path):
+    rng = random.Random(8)
+    base = _chain(rng, 1, words=400)[0].split()
+    docs = [("a", " ".join(base))]
+    close = base[:]
+    close[10] = "changed"
+    docs.append(("b", " ".join(close)))  # Jaccard ~0.98
+    weaker = base[:]
+    for i in range(0, 400, 6):
+        weaker[i] = f"x{i}"
+    docs.append(("c", " ".join(weaker)))  # Jaccard ~0.2 but shares many 2-row bands
+    params = dict(num_bands=64, rows_per_band=1)
+    _, kept_plain, _ = _run(tmp_path / "plain", docs, 2, 1, **params)
+    stats, kept, _ = _run(
+        tmp_path / "verified", docs, 2, 1, verify_jaccard=True, jaccard_threshold=0.8, **params
+    )
+    assert kept_plain == {"a"}  # 1-row bands: every shared shingle-minimum is a candidate
+    assert kept == {"a", "c"}
+    assert stats.counters["pairs_rejected_by_jaccard"] >= 1
+
+
+def test_empty_and_short_documents(tmp_path):
+    docs = [("a", ""), ("b", "two words"), ("c", "two words")]
+    stats, kept, log = _run(tmp_path, docs, 2, 1)
+    assert kept == {"a", "b", "c"}
+    assert stats.counters["no_signature"] == 3 and stats.counters["candidate_pairs"] == 0
+    assert log.column("minhash_cluster").to_pylist() == [1, 1, 1]
