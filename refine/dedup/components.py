@@ -141,4 +141,43 @@ def connected_components(
         if changed == 0:
             converged = True
             break
+    if not converged:
+        labels_dir = settle_labels(labels_dir, work / "labels-settled", npartitions)
     return labels_dir, ComponentsResult(iterations, converged, nodes)
+
+
+def _keep_fixed_points(df: pd.DataFrame) -> pd.DataFrame:
+    """A partition shuffled on ``key``: rows (key=label, node) meet the label's own row
+    (key=node, own). A node keeps its label only when that label is its own label (a survivor);
+    otherwise it becomes its own label, i.e. it is kept."""
+    own = df[df["own"].notna()].set_index("key")["own"]
+    asks = df[df["node"].notna()]
+    label_of_label = asks["key"].map(own)
+    resolved = label_of_label == asks["key"]
+    return _frame(
+        node=asks["node"].to_numpy(),
+        label=asks["key"].where(resolved.fillna(False), asks["node"]).to_numpy(),
+    )
+
+
+def settle_labels(labels_dir: Path, out_dir: Path, npartitions: int) -> Path:
+    """After ``max_iterations`` without convergence some labels point at nodes that are not
+    survivors themselves; those nodes keep themselves (more survivors, never fewer)."""
+    import dask.dataframe as dd
+
+    labels = dd.read_parquet(str(labels_dir), columns=["node", "label"])
+    meta = {"key": _STR, "node": _STR, "own": _STR}
+    union = dd.concat(
+        [
+            labels.map_partitions(
+                lambda d: _frame(key=d["label"], node=d["node"], own=[pd.NA] * len(d)), meta=meta
+            ),
+            labels.map_partitions(
+                lambda d: _frame(key=d["node"], node=[pd.NA] * len(d), own=d["label"]), meta=meta
+            ),
+        ]
+    )
+    union.shuffle(on="key", npartitions=npartitions).map_partitions(
+        _keep_fixed_points, meta={"node": _STR, "label": _STR}
+    ).to_parquet(str(out_dir), write_index=False)
+    return out_dir

@@ -85,7 +85,9 @@ class DedupMinhash(GlobalStage):
         try:
             import datasketch  # noqa: F401
         except ImportError as e:
-            raise ConfigError(f"dedup_minhash needs datasketch (pip install datasketch): {e}")
+            raise ConfigError(
+                f"dedup_minhash needs datasketch (pip install datasketch): {e}"
+            ) from None
 
     def run(self, ctx: GlobalContext) -> StageStats:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -119,9 +121,7 @@ class DedupMinhash(GlobalStage):
             if not kept:
                 counters["candidate_pairs"] = 0
         if counters["candidate_pairs"]:
-            labels_dir, cc = connected_components(
-                edges_dir, work / "cc", npart, p.max_iterations
-            )
+            labels_dir, cc = connected_components(edges_dir, work / "cc", npart, p.max_iterations)
             counters["cc_iterations"] = cc.iterations
             counters["cc_converged"] = int(cc.converged)
             counters["cc_nodes"] = cc.nodes

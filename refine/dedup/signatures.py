@@ -105,8 +105,11 @@ def shingles(texts: pa.Array | pa.ChunkedArray, ngram: int) -> Shingles:
     lists = pc.utf8_split_whitespace(normalize(texts))
     if isinstance(lists, pa.ChunkedArray):
         lists = lists.combine_chunks()
-    n_words = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
-    w = word_hashes(pc.list_flatten(lists))
+    flat = pc.list_flatten(lists)
+    nonempty = pc.greater(pc.binary_length(flat), 0)  # split leaves "" at the ends
+    parents = pc.list_parent_indices(lists).filter(nonempty).to_numpy()
+    n_words = np.bincount(parents, minlength=len(lists)).astype(np.int64)
+    w = word_hashes(flat.filter(nonempty))
     counts = np.maximum(n_words - (ngram - 1), 0)
     if w.size < ngram:
         return Shingles(np.zeros(0, np.uint64), counts)

@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "pii": "refine.filters.pii:PiiAnonymizer",
     "dedup_url": "refine.dedup.keyed:DedupUrl",
     "dedup_exact": "refine.dedup.keyed:DedupExact",
+    "dedup_minhash": "refine.dedup.minhash:DedupMinhash",
 }
 
 #: The pipeline's stage names in their usual order (RefinedWeb / FineWeb); later issues register
