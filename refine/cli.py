@@ -148,6 +148,17 @@ def _explain(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _build_reference(args: argparse.Namespace, console: Console) -> int:
+    from refine.filters.reference import build_reference
+
+    # Path, not str: a plain str would be taken as a text, not a file
+    summary = build_reference(
+        [Path(p) for p in args.text], args.out, top_k=args.top_k, language=args.language
+    )
+    print(json.dumps(summary, default=str))
+    return 0
+
+
 def _stages(args: argparse.Namespace, console: Console) -> int:
     from refine.pipeline.registry import STAGES, stage_class
 
@@ -202,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--url", help="document URL (every capture of it)")
     exp.add_argument("--json", action="store_true", help="machine-readable output")
     exp.set_defaults(func=_explain)
+
+    bref = sub.add_parser(
+        "build-reference", help="token distribution of a corpus (llama3_heuristics KL)"
+    )
+    bref.add_argument("--text", nargs="+", required=True, help="Parquet / JSON lines / text files")
+    bref.add_argument("--out", required=True, help="reference JSON to write")
+    bref.add_argument("--top-k", type=int, default=50_000, help="tokens kept (default 50000)")
+    bref.add_argument("--language", help="recorded in the file")
+    bref.set_defaults(func=_build_reference)
 
     st = sub.add_parser("stages", help="list the registered stages and their parameters")
     st.set_defaults(func=_stages)

@@ -87,7 +87,8 @@ def test_sample_config_on_every_shared_warc(tmp_path):
     ext = stage(rep, "extract")
     assert ext["docs_out"] >= 0.8 * ext["docs_in"]
     # extraction runs in a child process; its CPU time is counted, not only the parent's
-    assert ext["cpu_seconds"] > 0.5 * ext["seconds"]
+    # (trafilatura costs far more CPU than reading; wall-clock ratios would be flaky under load)
+    assert ext["cpu_seconds"] > 3 * stage(rep, "read")["cpu_seconds"]
     assert set(ext["dropped"]) <= {"no_text", "binary_content", "extract_timeout"}
     texts = documents(out)["text"].to_pylist()
     assert all(t and t.strip() for t in texts)

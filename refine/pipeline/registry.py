@@ -19,6 +19,7 @@ STAGES: dict[str, str] = {
     "gopher_quality": "refine.filters.gopher:GopherQuality",
     "c4": "refine.filters.c4:C4Quality",
     "fineweb": "refine.filters.fineweb:FineWebQuality",
+    "llama3_heuristics": "refine.filters.llama3:Llama3Heuristics",
     "pii": "refine.filters.pii:PiiAnonymizer",
     "dedup_url": "refine.dedup.keyed:DedupUrl",
     "dedup_exact": "refine.dedup.keyed:DedupExact",
