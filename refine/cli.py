@@ -89,6 +89,15 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     if not path.is_file():
         raise RefineError(f"{path}: no report here (has `refine run` finished on this output?)")
     _print_report(json.loads(path.read_text(encoding="utf-8")), _console(stderr=False))
+    if args.html:
+        from refine.report import render_html
+
+        page = render_html(args.output, args.html)
+        console.print(f"html report: {page}")
+        if args.open:
+            import webbrowser
+
+            webbrowser.open(page.resolve().as_uri())
     return 0
 
 
@@ -195,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="print the per-stage summary of a finished run")
     rep.add_argument("output", help="the run's output directory")
+    rep.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+    rep.add_argument("--open", action="store_true", help="open the HTML report in a browser")
     rep.set_defaults(func=_report)
 
     ins = sub.add_parser("inspect", help="documents a stage dropped (or kept), with the signals")
