@@ -7,9 +7,12 @@ import functools
 import http.server
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +144,60 @@ def http_server(directory: Path, control: dict | None = None) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dask() -> str:
+    bindir = Path(sys.executable).parent
+    return str(bindir / "dask") if (bindir / "dask").exists() else "dask"
+
+
+@contextlib.contextmanager
+def dask_cluster(n_workers: int):
+    """A real `dask scheduler` and `dask worker` processes on 127.0.0.1."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    procs = [
+        subprocess.Popen(
+            [_dask(), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            **quiet,
+        )
+    ]
+    workers = []
+    try:
+        time.sleep(2)
+        for _ in range(n_workers):
+            w = subprocess.Popen(
+                [
+                    _dask(),
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                ],
+                cwd=REPO,
+                **quiet,
+            )
+            procs.append(w)
+            workers.append(w)
+        from distributed import Client
+
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(n_workers, timeout=60)
+        yield address, workers
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=10)

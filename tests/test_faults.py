@@ -5,76 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from support import REPO, require_shared_data, run_cli, write_config
+from support import REPO, dask_cluster, require_shared_data, run_cli, write_config
 
 pytestmark = pytest.mark.integration
 
 STAGES = "  - read: {slice_mb: 0.25}\n  - extract: {engine: trafilatura, timeout: 20}\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _dask() -> str:
-    bindir = Path(sys.executable).parent
-    return str(bindir / "dask") if (bindir / "dask").exists() else "dask"
-
-
-@contextmanager
-def cluster(n_workers: int):
-    """A real `dask scheduler` and `dask worker` processes on 127.0.0.1."""
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
-    procs = [
-        subprocess.Popen(
-            [_dask(), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-            **quiet,
-        )
-    ]
-    workers = []
-    try:
-        time.sleep(2)
-        for _ in range(n_workers):
-            w = subprocess.Popen(
-                [
-                    _dask(),
-                    "worker",
-                    address,
-                    "--nthreads",
-                    "1",
-                    "--no-dashboard",
-                    "--host",
-                    "127.0.0.1",
-                ],
-                cwd=REPO,
-                **quiet,
-            )
-            procs.append(w)
-            workers.append(w)
-        from distributed import Client
-
-        with Client(address, timeout="30s") as c:
-            c.wait_for_workers(n_workers, timeout=60)
-        yield address, workers
-    finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(timeout=10)
 
 
 def _part_digests(out: Path) -> dict[str, str]:
@@ -96,7 +37,7 @@ def test_worker_killed_mid_run_changes_nothing(tmp_path):
 
     out = tmp_path / "killed"
     cfg = write_config(tmp_path / "killed.yaml", [warc], out, STAGES)
-    with cluster(2) as (address, workers):
+    with dask_cluster(2) as (address, workers):
         cmd = [
             sys.executable,
             "-m",

@@ -20,6 +20,7 @@ import yaml
 from support import (
     FAST_STAGES,
     REPO,
+    dask_cluster,
     documents,
     http_server,
     report,
@@ -302,69 +303,16 @@ def test_crawl_id_expands_through_warc_paths(tmp_path):
     assert files == set(names[:2])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_external_dask_scheduler_and_worker_processes(tmp_path):
     data = require_shared_data()
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    bindir = Path(sys.executable).parent
-    dask = str(bindir / "dask") if (bindir / "dask").exists() else "dask"
-    procs = [
-        subprocess.Popen(
-            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    ]
-    try:
-        time.sleep(2)
-        for _ in range(2):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        dask,
-                        "worker",
-                        address,
-                        "--nthreads",
-                        "1",
-                        "--no-dashboard",
-                        "--host",
-                        "127.0.0.1",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                    cwd=REPO,
-                )
-            )
-        from distributed import Client
-
-        with Client(address, timeout="30s") as c:
-            c.wait_for_workers(2, timeout=60)
-        warc = str(data / "warc" / "wget-sample-0000.warc.gz")
+    warc = str(data / "warc" / "wget-sample-0000.warc.gz")
+    with dask_cluster(2) as (address, _):
         out = _run_fast(tmp_path, [warc], "out", "--scheduler", address)
-        rep = check_report_consistent(out)
-        assert rep["cluster"]["scheduler"] == address
-        assert rep["cluster"]["workers"] == 2
-        local = _run_fast(tmp_path, [warc], "local")
-        assert documents(out)["id"].to_pylist() == documents(local)["id"].to_pylist()
-    finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+    rep = check_report_consistent(out)
+    assert rep["cluster"]["scheduler"] == address
+    assert rep["cluster"]["workers"] == 2
+    local = _run_fast(tmp_path, [warc], "local")
+    assert documents(out)["id"].to_pylist() == documents(local)["id"].to_pylist()
 
 
 def test_unwritable_output_fails_before_work(tmp_path):
