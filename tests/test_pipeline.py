@@ -414,3 +414,13 @@ def test_server_that_never_answers_fails_in_seconds_not_forever(tmp_path):
         assert url in r.stderr and "Traceback" not in r.stderr
     finally:
         listener.close()
+
+
+def test_progress_display_shows_keep_rate_and_rate(tmp_path):
+    src = tmp_path / "a.warc.gz"
+    write_warc(src, [record("response", f"http://a.example/{i}", good_page(i)) for i in range(3)])
+    cfg = write_config(tmp_path / "c.yaml", [str(src)], tmp_path / "out", FAST_STAGES)
+    r = run_cli("run", str(cfg), "--workers", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = next(x for x in r.stderr.splitlines() if "read+extract" in x)
+    assert "1/1 parts" in line and "3 docs out" in line and "keep 100.0%" in line

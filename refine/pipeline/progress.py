@@ -9,7 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class RichProgress:
-    """One bar per segment; documents/s counts only work done in this run, not resumed parts."""
+    """One bar per segment (a fused chain of stages): parts done, documents out, the keep rate so
+    far, and documents/s counting only work done in this run, not resumed parts."""
 
     def __init__(self, console: Console):
         self.console = console
@@ -24,24 +25,31 @@ class _Bar:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("parts  {task.fields[docs]} docs  {task.fields[rate]} docs/s"),
+            TextColumn(
+                "parts  {task.fields[docs]} docs out  keep {task.fields[keep]}  "
+                "{task.fields[rate]} docs/s"
+            ),
             TimeElapsedColumn(),
             console=console,
             transient=False,
         )
-        self.task = self.progress.add_task(name, total=total, docs=0, rate="-")
+        self.task = self.progress.add_task(name, total=total, docs=0, rate="-", keep="-")
         self.t0 = time.perf_counter()
         self.docs = 0
+        self.docs_in = 0
         self.new_docs = 0
         self.progress.start()
 
-    def advance(self, docs: int, resumed: bool = False) -> None:
+    def advance(self, docs: int, docs_in: int = 0, resumed: bool = False) -> None:
+        """One part done: ``docs`` out of the segment, ``docs_in`` into its first stage."""
         self.docs += docs
+        self.docs_in += docs_in
         if not resumed:
             self.new_docs += docs
         elapsed = time.perf_counter() - self.t0
         rate = f"{self.new_docs / elapsed:.1f}" if elapsed > 0 and self.new_docs else "-"
-        self.progress.update(self.task, advance=1, docs=self.docs, rate=rate)
+        keep = f"{100 * self.docs / self.docs_in:.1f}%" if self.docs_in else "-"
+        self.progress.update(self.task, advance=1, docs=self.docs, rate=rate, keep=keep)
 
     def close(self) -> None:
         self.progress.stop()

@@ -172,7 +172,7 @@ class _NullProgress:
     def __init__(self, *a: Any, **k: Any):
         pass
 
-    def advance(self, docs: int, resumed: bool = False) -> None:
+    def advance(self, docs: int, docs_in: int = 0, resumed: bool = False) -> None:
         pass
 
     def close(self) -> None:
@@ -290,7 +290,7 @@ class Runner:
         names = "+".join(s.name for _, s in seg.stages)
         bar = self.progress(names, len(partitions))
         for d in out.results:
-            bar.advance(d["stats"][-1]["docs_out"], resumed=True)
+            bar.advance(d["stats"][-1]["docs_out"], d["stats"][0]["docs_in"], resumed=True)
         part_of: dict[str, str] = {}
 
         def collect(fut: Any) -> None:
@@ -304,7 +304,7 @@ class Runner:
                 bar.advance(0)
                 return
             out.results.append(result)
-            bar.advance(result["stats"][-1]["docs_out"])
+            bar.advance(result["stats"][-1]["docs_out"], result["stats"][0]["docs_in"])
 
         reuse = self._reuse(seg)
         window = max(16, 4 * _total_threads(client))
