@@ -165,6 +165,6 @@ def test_sample_config_dedups_real_pages(tmp_path):
     texts = [" ".join(t.lower().split()) for t in final["text"].to_pylist()]
     assert len(texts) == len(set(texts))
     before = stage(rep, "dedup_url")["docs_in"]
-    dedups = ("dedup_url", "dedup_exact", "dedup_minhash")
+    dedups = ("dedup_url", "dedup_exact", "dedup_minhash", "dedup_lines")
     dropped = sum(sum(stage(rep, n)["dropped"].values()) for n in dedups)
     assert final.num_rows == before - dropped

@@ -26,6 +26,7 @@ STAGES: dict[str, str] = {
     "dedup_url": "refine.dedup.keyed:DedupUrl",
     "dedup_exact": "refine.dedup.keyed:DedupExact",
     "dedup_minhash": "refine.dedup.minhash:DedupMinhash",
+    "dedup_lines": "refine.dedup.lines:DedupLines",
     "shuffle": "refine.tokenize.shuffle:Shuffle",
     "tokenize": "refine.tokenize.stage:Tokenize",
 }

@@ -1,0 +1,102 @@
+"""dedup_lines: lines repeated across the corpus more than N times are removed everywhere;
+ground truth computed here independently of the stage."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from distributed import Client
+
+from refine.dedup.lines import DedupLines, normalize_line
+from refine.pipeline.stage import GlobalContext
+
+BOILER = "Copyright 2024 Example Corp. All rights reserved."
+SOMETIMES = "Subscribe to our newsletter for weekly updates"
+
+
+def corpus() -> list[tuple[str, str]]:
+    docs = []
+    for i in range(24):
+        lines = [f"Unique paragraph number {i} talks about its own subject at length."]
+        if i % 2 == 0:
+            lines.append(BOILER if i % 4 else BOILER.upper())  # case differs: same line
+        if i < 3:
+            lines.append(SOMETIMES)  # 3 times: under the limit, kept
+        lines.append("short")  # under min_chars: never removed
+        docs.append((f"d{i:02d}", "\n".join(lines)))
+    docs.append(("only-boiler", BOILER + "\n  " + BOILER.lower() + "  "))
+    return docs
+
+
+def expected(docs, max_occurrences=6, min_chars=20):
+    counts = Counter(
+        normalize_line(line)
+        for _, text in docs
+        for line in text.split("\n")
+        if len(line.strip()) >= min_chars
+    )
+    out = {}
+    for doc_id, text in docs:
+        kept = [
+            line
+            for line in text.split("\n")
+            if len(line.strip()) < min_chars or counts[normalize_line(line)] <= max_occurrences
+        ]
+        new = "\n".join(kept)
+        if new.strip() or new == text:
+            out[doc_id] = new
+    return out
+
+
+def run_stage(tmp_path: Path, docs, n_parts: int, workers: int, **params):
+    inp, out, logs = tmp_path / "in", tmp_path / "out", tmp_path / "logs"
+    inp.mkdir()
+    size = -(-len(docs) // n_parts)
+    for k in range(n_parts):
+        chunk = docs[k * size : (k + 1) * size]
+        pq.write_table(
+            pa.table(
+                {
+                    "id": [d for d, _ in chunk],
+                    "url": [f"http://x/{d}" for d, _ in chunk],
+                    "text": pa.array([t for _, t in chunk], pa.large_string()),
+                    "source": ["s"] * len(chunk),
+                }
+            ),
+            inp / f"part-{k:05d}.parquet",
+        )
+    stage = DedupLines(DedupLines.Params(**params))
+    with Client(
+        processes=False, n_workers=workers, threads_per_worker=1, dashboard_address=None
+    ) as c:
+        stats = stage.run(GlobalContext(str(inp), str(out), str(logs), str(tmp_path / "work"), c))
+    table = pq.read_table(out)
+    return stats, dict(zip(table["id"].to_pylist(), table["text"].to_pylist(), strict=True)), logs
+
+
+@pytest.mark.parametrize("n_parts, workers", [(1, 1), (5, 2), (9, 4)])
+def test_repeated_lines_removed_everywhere_and_result_independent_of_partitions(
+    tmp_path, n_parts, workers
+):
+    docs = corpus()
+    stats, got, logs = run_stage(tmp_path, docs, n_parts, workers)
+    assert got == expected(docs)
+    assert "only-boiler" not in got
+    assert all(BOILER.lower() not in t.lower() for t in got.values())
+    assert sum(SOMETIMES in t for t in got.values()) == 3
+    assert stats.dropped == {"empty_after_line_dedup": 1}
+    assert stats.counters["lines_removed"] == 12 + 2
+    stats.check_balance()
+    log = pq.read_table(logs).to_pylist()
+    assert sum(r["lines_removed"] for r in log) == 14
+    assert len(log) == len(docs)
+
+
+def test_limit_is_a_param(tmp_path):
+    docs = corpus()
+    _, got, _ = run_stage(tmp_path, docs, 3, 1, max_occurrences=20)
+    assert got == dict(docs)  # nothing occurs more than 20 times
