@@ -21,6 +21,7 @@ import importlib.util
 import os
 import struct
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -117,15 +118,24 @@ def check_fasttext_model(spec: str) -> str:
     return path
 
 
-def fasttext_model(spec: str) -> Any:
-    """The fastText model named by ``spec``, loaded once per process (call it in the worker)."""
-    path = resolve_model(spec)
-    model = _fasttext_models.get(path)
+def load_once(cache: dict[str, Any], path: str, load: Callable[[str], Any]) -> Any:
+    """``load(path)`` the first time a worker process asks for ``path``, the cached model after:
+    models load lazily in the worker and are never pickled into the task graph."""
+    model = cache.get(path)
     if model is None:
         with _lock:
-            model = _fasttext_models.get(path)
+            model = cache.get(path)
             if model is None:
-                from fasttext.FastText import _FastText  # no deprecation banner on stderr
-
-                model = _fasttext_models[path] = _FastText(model_path=path)
+                model = cache[path] = load(path)
     return model
+
+
+def _load_fasttext(path: str) -> Any:
+    from fasttext.FastText import _FastText  # no deprecation banner on stderr
+
+    return _FastText(model_path=path)
+
+
+def fasttext_model(spec: str) -> Any:
+    """The fastText model named by ``spec``, loaded once per process (call it in the worker)."""
+    return load_once(_fasttext_models, resolve_model(spec), _load_fasttext)

@@ -29,7 +29,6 @@ import functools
 import importlib.util
 import re
 import sys
-import threading
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from refine.errors import ConfigError
-from refine.models import resolve_model
+from refine.models import load_once, resolve_model
 from refine.pipeline.stage import FilterStage, StageParams
 
 # --- cc_net's text_normalizer.normalize, exactly (punct=1), made faster with str.translate --------
@@ -129,7 +128,6 @@ def normalized_lines(text: str | None) -> list[str]:
 
 # --- models, once per process ---------------------------------------------------------------------
 
-_lock = threading.Lock()
 _kenlm_models: dict[str, Any] = {}
 _sp_models: dict[str, Any] = {}
 
@@ -164,32 +162,26 @@ def check_sentencepiece_model(spec: str) -> str:
     return path
 
 
+def _load_kenlm(path: str) -> Any:
+    import kenlm
+
+    return kenlm.Model(path)
+
+
+def _load_sentencepiece(path: str) -> Any:
+    import sentencepiece
+
+    return sentencepiece.SentencePieceProcessor(model_file=path)
+
+
 def kenlm_model(spec: str) -> Any:
     """The KenLM model named by ``spec``, loaded once per process (call it in the worker)."""
-    path = resolve_model(spec)
-    model = _kenlm_models.get(path)
-    if model is None:
-        with _lock:
-            model = _kenlm_models.get(path)
-            if model is None:
-                import kenlm
-
-                model = _kenlm_models[path] = kenlm.Model(path)
-    return model
+    return load_once(_kenlm_models, resolve_model(spec), _load_kenlm)
 
 
 def sentencepiece_model(spec: str) -> Any:
     """The SentencePiece processor named by ``spec``, loaded once per process."""
-    path = resolve_model(spec)
-    model = _sp_models.get(path)
-    if model is None:
-        with _lock:
-            model = _sp_models.get(path)
-            if model is None:
-                import sentencepiece
-
-                model = _sp_models[path] = sentencepiece.SentencePieceProcessor(model_file=path)
-    return model
+    return load_once(_sp_models, resolve_model(spec), _load_sentencepiece)
 
 
 def tokenize_lines(sp: Any, lines: list[str]) -> list[str]:
