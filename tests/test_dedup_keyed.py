@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import pyarrow.parquet as pq
 import pytest
 from distributed import Client
-from support import documents, report, require_shared_data, run_cli, stage
 from warcgen import record, write_warc
 
 from refine.dedup.keyed import normalize_url
@@ -141,30 +140,3 @@ def test_survivors_do_not_depend_on_partitions_or_workers(tmp_path):
         results.append((parts, sorted(final["id"].to_pylist())))
     assert results[0][0] == 1 and results[1][0] > 3  # really different partitionings
     assert results[0][1] == results[1][1] == results[2][1]
-
-
-def test_sample_config_dedups_real_pages(tmp_path):
-    """configs/sample.yaml on the real samples: no two survivors share a normalised URL or a
-    normalised text (ground truth computed here, independently of the stage)."""
-    data = require_shared_data()
-    out = tmp_path / "out"
-    r = run_cli(
-        "run",
-        "configs/sample.yaml",
-        "--output",
-        str(out),
-        "--no-progress",
-        env={"REFINE_TEST_DATA": str(data)},
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    rep = report(out)
-    final_folder = rep["stages"][-1]["folder"]
-    final = documents(out, final_folder)
-    urls = [normalize_url(u) for u in final["url"].to_pylist()]
-    assert len(urls) == len(set(urls))
-    texts = [" ".join(t.lower().split()) for t in final["text"].to_pylist()]
-    assert len(texts) == len(set(texts))
-    before = stage(rep, "dedup_url")["docs_in"]
-    dedups = ("dedup_url", "dedup_exact", "dedup_minhash", "dedup_lines")
-    dropped = sum(sum(stage(rep, n)["dropped"].values()) for n in dedups)
-    assert final.num_rows == before - dropped

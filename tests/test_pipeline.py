@@ -31,6 +31,8 @@ from support import (
 )
 from warcgen import record, write_warc
 
+from refine.dedup.keyed import normalize_url
+
 pytestmark = pytest.mark.integration
 
 ARTICLE = (
@@ -94,6 +96,17 @@ def test_sample_config_on_every_shared_warc(tmp_path):
     assert set(ext["dropped"]) <= {"no_text", "binary_content", "extract_timeout"}
     texts = documents(out)["text"].to_pylist()
     assert all(t and t.strip() for t in texts)
+    # no two survivors share a normalised URL or a normalised text (ground truth computed
+    # here, independently of the dedup stages), and the dedup counts add up
+    final = documents(out, rep["stages"][-1]["folder"])
+    urls = [normalize_url(u) for u in final["url"].to_pylist()]
+    assert len(urls) == len(set(urls))
+    norm_texts = [" ".join(t.lower().split()) for t in final["text"].to_pylist()]
+    assert len(norm_texts) == len(set(norm_texts))
+    before = stage(rep, "dedup_url")["docs_in"]
+    dedups = ("dedup_url", "dedup_exact", "dedup_minhash", "dedup_lines")
+    dropped = sum(sum(stage(rep, n)["dropped"].values()) for n in dedups)
+    assert final.num_rows == before - dropped
     # it ends with token shards that verify, and the counts agree with report.json
     manifest = json.loads((out / "tokens" / "manifest.json").read_text())
     tok = stage(rep, "tokenize")
