@@ -357,6 +357,7 @@ class Runner:
             log_dir=str(self.layout.stage_log(folder)),
             work_dir=str(self.layout.root / "_state" / "work" / folder),
             client=client,
+            output_root=str(self.layout.root),
         )
         stats = stage.run(ctx)
         done = {"part": "global", "fingerprint": seg.fingerprint, "stats": [stats.to_dict()]}

@@ -238,6 +238,7 @@ class GlobalContext:
     log_dir: str
     work_dir: str  # scratch for intermediate phases (keys, flags); removed when done
     client: Any
+    output_root: str = ""  # the run's OUTPUT folder, for stages that write beside documents/
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -126,7 +126,7 @@ class Tokenize(GlobalStage):
         info = self.info()
         client = ctx.client
         parts = [str(p) for p in list_parts(Path(ctx.input_dir))]
-        root = tokens_root(ctx.output_dir)
+        root = Path(ctx.output_root) / "tokens" if ctx.output_root else tokens_root(ctx.output_dir)
         work = Path(ctx.work_dir)
         remove_tree(work)
         remove_tree(root)
