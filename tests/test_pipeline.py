@@ -437,3 +437,25 @@ def test_progress_display_shows_keep_rate_and_rate(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     line = next(x for x in r.stderr.splitlines() if "read+extract" in x)
     assert "1/1 parts" in line and "3 docs out" in line and "keep 100.0%" in line
+
+
+def test_progress_display_counts_global_stage_phases(tmp_path):
+    """A global stage shows a bar per phase (its Dask tasks, all done) and a closing line whose
+    documents in -> out are report.json's."""
+    src = tmp_path / "a.warc.gz"
+    pages = [record("response", f"http://a.example/{i}", good_page(i % 2)) for i in range(4)]
+    write_warc(src, pages)
+    stages = FAST_STAGES + "  - dedup_exact: {}\n"
+    cfg = write_config(tmp_path / "c.yaml", [str(src)], tmp_path / "out", stages)
+    r = run_cli("run", str(cfg), "--workers", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stderr.splitlines()
+    phases = [x for x in lines if x.startswith("dedup_exact · ")]
+    assert phases, r.stderr[-2000:]
+    for line in phases:  # "n/n tasks": every task of the phase was counted as done
+        done, total = line.split()[-3].split("/")
+        assert done == total and int(total) > 0, line
+    stage = next(s for s in report(tmp_path / "out")["stages"] if s["name"] == "dedup_exact")
+    closing = next(x for x in lines if x.startswith("dedup_exact: "))
+    assert f"{stage['docs_in']} -> {stage['docs_out']} docs" in closing
+    assert (stage["docs_in"], stage["docs_out"]) == (4, 2)

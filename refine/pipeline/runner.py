@@ -179,6 +179,29 @@ class _NullProgress:
         pass
 
 
+class TrackedClient:
+    """The Dask client as a global stage sees it: every ``client.map`` call is a phase whose
+    tasks are counted on the stage's progress display as they finish. Everything else is the
+    client itself. Global stages stay unaware of progress; a phase is named after the mapped
+    function.
+    """
+
+    def __init__(self, client: Any, display: Any):
+        self._client = client
+        self._display = display
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def map(self, func: Callable[..., Any], *iterables: Any, **kwargs: Any) -> list[Any]:
+        futures = self._client.map(func, *iterables, **kwargs)
+        label = getattr(func, "__name__", "tasks").strip("_").replace("_", " ")
+        done = self._display.phase(label, len(futures))
+        for fut in futures:
+            fut.add_done_callback(lambda _fut: done())
+        return futures
+
+
 class Runner:
     def __init__(
         self,
@@ -359,7 +382,17 @@ class Runner:
             client=client,
             output_root=str(self.layout.root),
         )
-        stats = stage.run(ctx)
+        display = None
+        if hasattr(self.progress, "global_stage"):
+            display = self.progress.global_stage(stage.name)
+            ctx.client = TrackedClient(client, display)
+        try:
+            stats = stage.run(ctx)
+        finally:
+            if display is not None:
+                display.close()
+        if hasattr(self.progress, "finished"):
+            self.progress.finished(stage.name, stats.docs_in, stats.docs_out, stats.seconds)
         done = {"part": "global", "fingerprint": seg.fingerprint, "stats": [stats.to_dict()]}
         write_json_atomic(done, marker)
         return SegmentOutcome(total=1, results=[done])
