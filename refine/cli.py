@@ -179,6 +179,34 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace, console: Console) -> int:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from refine.push import push
+
+    try:
+        result = push(
+            args.output,
+            args.repo,
+            token=args.token,
+            endpoint=args.endpoint,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.message,
+            documents=not args.no_documents,
+            allow_incomplete=args.allow_incomplete,
+            license=args.license,
+        )
+    except HfHubHTTPError as e:  # auth, permissions, network: one line, not a traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RefineError(f"push to {args.repo} failed: {first}") from e
+    console.print(
+        f"pushed {result.files} file(s), {result.bytes / 1e6:.1f} MB -> {result.repo_url}\n"
+        f"commit: {result.commit_url}"
+    )
+    return 0
+
+
 def _train_tokenizer(args: argparse.Namespace, console: Console) -> int:
     from refine.tokenize import train_tokenizer
 
@@ -294,6 +322,23 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("output", help="the run's output directory")
     ver.add_argument("--sample", type=int, default=200, help="documents decoded and compared")
     ver.set_defaults(func=_verify)
+
+    psh = sub.add_parser(
+        "push", help="upload shards, manifest, report and a dataset card to the Hugging Face Hub"
+    )
+    psh.add_argument("output", help="the run's output directory")
+    psh.add_argument("--repo", required=True, help="dataset repository, ORG/NAME")
+    psh.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
+    psh.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    psh.add_argument("--private", action="store_true", help="create the repository private")
+    psh.add_argument("--revision", help="branch to commit to (default: main)")
+    psh.add_argument("--message", help="commit message")
+    psh.add_argument("--license", default="other", help="license in the card (default: other)")
+    psh.add_argument("--no-documents", action="store_true", help="token shards only, no text")
+    psh.add_argument(
+        "--allow-incomplete", action="store_true", help="publish a run with failed parts"
+    )
+    psh.set_defaults(func=_push)
 
     ttok = sub.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer")
     ttok.add_argument("--text", nargs="+", required=True, help="text / Parquet files or folders")
