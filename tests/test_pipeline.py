@@ -104,7 +104,7 @@ def test_sample_config_on_every_shared_warc(tmp_path):
     norm_texts = [" ".join(t.lower().split()) for t in final["text"].to_pylist()]
     assert len(norm_texts) == len(set(norm_texts))
     before = stage(rep, "dedup_url")["docs_in"]
-    dedups = ("dedup_url", "dedup_exact", "dedup_minhash", "dedup_lines")
+    dedups = ("dedup_url", "dedup_exact", "dedup_minhash", "dedup_lines", "dedup_substring")
     dropped = sum(sum(stage(rep, n)["dropped"].values()) for n in dedups)
     assert final.num_rows == before - dropped
     # it ends with token shards that verify, and the counts agree with report.json

@@ -27,6 +27,7 @@ STAGES: dict[str, str] = {
     "dedup_exact": "refine.dedup.keyed:DedupExact",
     "dedup_minhash": "refine.dedup.minhash:DedupMinhash",
     "dedup_lines": "refine.dedup.lines:DedupLines",
+    "dedup_substring": "refine.dedup.substring:DedupSubstring",
     "shuffle": "refine.tokenize.shuffle:Shuffle",
     "tokenize": "refine.tokenize.stage:Tokenize",
 }
