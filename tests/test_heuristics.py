@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pyarrow as pa
 import pytest
 
+from refine.errors import ConfigError
 from refine.filters import words as W
 from refine.filters.c4 import C4Quality
 from refine.filters.fineweb import FineWebQuality
@@ -82,6 +85,35 @@ def test_gopher_repetition_ngram_rules():
     log = stage.process(docs(text)).log
     assert log["gopher_rep_dup_5_gram_frac"][0].as_py() > 0.15
     assert log["reason"][0].as_py() == "duplicated_5_n_grams"
+
+
+def test_gopher_repetition_ngram_signals_match_datatrove_functions_on_a_batch():
+    """Many documents in one batch (so n-gram jumps meet document boundaries), made of few
+    words so that n-grams overlap and repeat in every pattern; ground truth: datatrove's own
+    ``find_top_duplicate`` / ``find_all_duplicate`` on the same words."""
+    gopher_rep = pytest.importorskip("datatrove.pipeline.filters.gopher_repetition_filter")
+    rng = random.Random(7)
+    vocab = ["ab", "cd", "ef", "gh", "ij"]  # equal lengths: "".join is unambiguous
+    texts = []
+    for _ in range(300):
+        size = rng.choice([1, 4, 9, 11, 30, 80])
+        words = [rng.choice(vocab[: rng.randint(1, 5)]) for _ in range(size)]
+        if rng.random() < 0.3:  # a repeated block at the very end, then the next document
+            words += words[: rng.randint(5, 12)]
+        texts.append(" ".join(words))
+    stage = GopherRepetition()
+    log = stage.process(docs(*texts)).log
+    for i, text in enumerate(texts):
+        words = text.split()
+        for n, _ in stage.params.top_n_grams:
+            grams = gopher_rep.get_n_grams(words, n)
+            want = gopher_rep.find_top_duplicate(grams) / len(text) if grams else 0.0
+            got = log[f"gopher_rep_top_{n}_gram_frac"][i].as_py()
+            assert got == pytest.approx(want), (i, n, text)
+        for n, _ in stage.params.dup_n_grams:
+            want = gopher_rep.find_all_duplicate(words, n) / len(text)
+            got = log[f"gopher_rep_dup_{n}_gram_frac"][i].as_py()
+            assert got == pytest.approx(want), (i, n, text)
 
 
 def test_gopher_repetition_threshold_change_keeps_signals():
@@ -170,6 +202,74 @@ def test_c4_document_rules_in_line_order():
     assert signal(relaxed, docs(four), "c4_num_sentences") == signal(
         C4Quality(), docs(four), "c4_num_sentences"
     )
+
+
+def _badword_docs(texts, languages=None) -> pa.Table:
+    table = docs(*texts)
+    if languages is not None:
+        table = table.append_column("language", pa.array(languages, pa.string()))
+    return table
+
+
+def test_c4_badwords_rule_is_off_by_default_and_drops_when_on():
+    dirty = PROSE + "\nWhat the fuck happened to the garden that day."
+    hidden = PROSE + "\nfuck this line has no final punctuation"  # the line rules drop it first
+    scunthorpe = PROSE + "\nThe club from Scunthorpe won the cup that season."
+    table = docs(dirty, hidden, scunthorpe, PROSE)
+    assert reasons(C4Quality(), table) == [None] * 4
+    assert "c4_badwords" not in C4Quality().process(table).log.column_names
+    stage = C4Quality(C4Quality.Params(filter_badwords=True))
+    log = stage.process(table).log
+    assert log["c4_badwords"].to_pylist() == [1, 0, 0, 0]
+    assert log["reason"].to_pylist() == ["document_removed_with_badwords", None, None, None]
+
+
+def test_c4_badwords_follow_the_language_column():
+    german = PROSE + "\nDer Kerl war ein echtes arschloch, sagten alle Nachbarn."
+    table = _badword_docs([german, german, german, german], ["de", "en", "xx", None])
+    stage = C4Quality(C4Quality.Params(filter_badwords=True))
+    log = stage.process(table).log
+    # de list: found; en list: not in it; xx: no list (kept, null); null: the default (en)
+    assert log["c4_badwords"].to_pylist() == [1, 0, None, 0]
+    assert log["reason"].to_pylist() == ["document_removed_with_badwords", None, None, None]
+    # no spaces: entries match inside longer runs (the line has 3 words and ends with ".")
+    japanese = PROSE + "\nこれはエロティックなページ です ね."
+    log = stage.process(_badword_docs([japanese], ["ja"])).log
+    assert log["c4_badwords"].to_pylist() == [1]
+
+
+def test_c4_badwords_keep_fraction_is_deterministic_per_document(tmp_path):
+    texts = [PROSE + f"\nDocument {i} says shit about the weather." for i in range(400)]
+    table = docs(*texts)
+
+    def kept(params, t=table) -> set[str]:
+        return set(C4Quality(params).process(t).table["id"].to_pylist())
+
+    half = C4Quality.Params(filter_badwords=True, badwords_keep_fraction=0.5, badwords_seed=3)
+    first = kept(half)
+    assert 140 <= len(first) <= 260  # binomial(400, 0.5): mean 200, sd 10
+    # the draw depends on the document, not on the batch it is in or the order
+    parts = kept(half, table.slice(0, 150)) | kept(
+        half, table.slice(150).take(list(range(249, -1, -1)))
+    )
+    assert parts == first
+    assert kept(half.model_copy(update={"badwords_seed": 4})) != first
+    assert kept(half.model_copy(update={"badwords_keep_fraction": 0.0})) == set()
+    assert kept(half.model_copy(update={"badwords_keep_fraction": 1.0})) == set(
+        table["id"].to_pylist()
+    )
+    assert "badwords_keep_fraction" in C4Quality.thresholds  # re-tuned on the saved signal
+
+
+def test_c4_badwords_lists_from_the_config(tmp_path):
+    words = tmp_path / "en.txt"
+    words.write_text("garden\n")
+    stage = C4Quality(C4Quality.Params(filter_badwords=True, badwords_lists={"en": str(words)}))
+    stage.check()
+    assert reasons(stage, docs(PROSE)) == ["document_removed_with_badwords"]
+    missing = C4Quality(C4Quality.Params(filter_badwords=True, badwords_lists={"en": "/nope.txt"}))
+    with pytest.raises(ConfigError, match="badwords_lists.en"):
+        missing.check()
 
 
 # --- fineweb -------------------------------------------------------------------------------

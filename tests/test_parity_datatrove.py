@@ -4,14 +4,14 @@ Both run side by side on the same documents with the same thresholds (datatrove'
 the 697 extracted CC-MAIN-2019-30 documents of ``text/`` and the documents resiliparse extracts
 from the sample WARCs (via ``refine run``). A stage must agree on keep/drop for at least 99% of
 them; on failure every disagreement is listed with both reasons and our signals. ``pytest -s``
-prints the agreement rates and the chain's speed against datatrove's.
+prints the agreement rates. The c4 stage's bad-words rule is compared with datatrove's
+``C4BadWordsFilter`` reading the shipped LDNOOBW lists (no download).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -123,30 +123,82 @@ def test_parity_on_extracted_warc_documents(warc_docs):
     _compare(warc_docs, "warc/*.warc.gz via resiliparse")
 
 
-def test_chain_is_faster_than_datatrove(cc_text, warc_docs):
-    """One process, the same ~1200 documents, the 4 filters chained as each tool runs them."""
+def test_chained_filters_keep_the_same_documents(cc_text, warc_docs):
+    """The 4 filters chained as each tool runs them (c4 rewrites the text the next one sees):
+    the same documents survive. Speed is measured by scripts/bench_filters.py, not here."""
     table = pa.concat_tables([cc_text, warc_docs])
-    docs = list(zip(table["id"].to_pylist(), table["text"].to_pylist(), strict=True))
-    ours_best = theirs_best = float("inf")
-    for _ in range(2):
-        t0 = time.perf_counter()
-        chained = table
-        for cls, _ in PAIRS:
-            chained = cls().process(chained).table
-        ours_best = min(ours_best, time.perf_counter() - t0)
-        filters = [theirs() for _, theirs in PAIRS]
-        t0 = time.perf_counter()
-        kept = 0
-        for doc_id, text in docs:
-            doc = Document(text=text, id=doc_id)
-            if all(f.filter(doc) is True for f in filters):  # stops at the first drop
-                kept += 1
-        theirs_best = min(theirs_best, time.perf_counter() - t0)
-    ratio = theirs_best / ours_best
+    chained = table
+    for cls, _ in PAIRS:
+        chained = cls().process(chained).table
+    ours = set(chained["id"].to_pylist())
+    filters = [theirs() for _, theirs in PAIRS]
+    theirs = set()
+    for doc_id, text in zip(table["id"].to_pylist(), table["text"].to_pylist(), strict=True):
+        doc = Document(text=text, id=doc_id)
+        if all(f.filter(doc) is True for f in filters):  # stops at the first drop
+            theirs.add(doc_id)
+    differ = sorted(ours ^ theirs)
+    print(f"\nchain: refine kept {len(ours)}, datatrove {len(theirs)}, differ on {len(differ)}")
+    assert ours and theirs
+    assert len(differ) <= (1 - MIN_AGREEMENT) * table.num_rows, differ
+
+
+@pytest.fixture
+def datatrove_badwords_offline(monkeypatch, tmp_path):
+    """datatrove's C4BadWordsFilter reads the shipped LDNOOBW lists instead of downloading them.
+
+    The copies are lower-cased: datatrove compares entries as written with lower-cased text, so
+    its capitalised entries (most of the Spanish list) never match; refine lower-cases them.
+    """
+    import datatrove.pipeline.filters.c4_filters as c4_filters
+
+    from refine.filters.badwords import ASSETS
+
+    def local_copy(url: str, **_) -> str:
+        lang = url.rstrip("/").rsplit("/", 1)[-1]
+        source = ASSETS / f"{lang}.txt"
+        assert source.is_file(), f"no shipped list for {lang} ({url})"
+        target = tmp_path / f"{lang}.txt"
+        target.write_text(source.read_text(encoding="utf-8").lower(), encoding="utf-8")
+        return str(target)
+
+    monkeypatch.setattr(c4_filters, "cached_asset_path_or_download", local_copy)
+    return c4_filters.C4BadWordsFilter
+
+
+def test_c4_badwords_parity_on_real_documents(cc_text, warc_docs, datatrove_badwords_offline):
+    """c4 with filter_badwords against datatrove's C4QualityFilter then C4BadWordsFilter, each
+    document with the language our language ID gives it (en, de, es, fr, ja, zh... lists)."""
+    from refine.filters.language import LanguageFilter
+
+    table = pa.concat_tables([cc_text, warc_docs])
+    table = table.append_column("language", LanguageFilter().score(table)["language"])
+    stage = C4Quality(C4Quality.Params(filter_badwords=True))
+    log = stage.process(table).log
+    got = log["reason"].to_pylist()
+    quality = C4QualityFilter()
+    badwords = datatrove_badwords_offline(fail_on_missing_language=False)
+    want = []
+    columns = (table[c].to_pylist() for c in ("id", "text", "language"))
+    for doc_id, text, lang in zip(*columns, strict=True):
+        doc = Document(text=text, id=doc_id, metadata={"language": lang})
+        result = quality.filter(doc)
+        if result is True:  # the quality filter rewrote doc.text to its kept lines
+            result = badwords.filter(doc)
+        want.append(None if result is True else result[1])
+    reason = "document_removed_with_badwords"
+    ours_bad, theirs_bad = got.count(reason), want.count(reason)
+    differ = [
+        i for i, (a, b) in enumerate(zip(got, want, strict=True)) if (a is None) != (b is None)
+    ]
     print(
-        f"\n{len(docs)} documents: refine {len(docs) / ours_best:.0f} docs/s, "
-        f"datatrove {len(docs) / theirs_best:.0f} docs/s, ratio {ratio:.1f}x "
-        f"(kept {chained.num_rows} vs {kept})"
+        f"\nc4 + badwords: {table.num_rows - len(differ)}/{table.num_rows} agree; dropped for bad "
+        f"words: refine {ours_bad}, datatrove {theirs_bad}"
     )
-    assert abs(chained.num_rows - kept) <= 0.01 * len(docs)
-    assert ratio >= 3
+    assert theirs_bad >= 10  # the rule really fires on these documents
+    detail = [
+        f"{table['id'][i].as_py()} [{table['language'][i].as_py()}]: refine={got[i]!r} "
+        f"datatrove={want[i]!r} c4_badwords={log['c4_badwords'][i].as_py()}"
+        for i in differ
+    ]
+    assert len(differ) <= (1 - MIN_AGREEMENT) * table.num_rows, "\n".join(detail)

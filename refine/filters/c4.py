@@ -7,16 +7,30 @@ Wikipedia-style citations removed. The base class does the bookkeeping on the sc
 stage then swaps in the rewritten text (``process``) and refreshes the shared ``_words`` column
 from the words of the kept lines, which it has anyway for the sentence count.
 
-The bad-words rule of the paper is a separate filter in datatrove (``C4BadWordsFilter``, which
-downloads the LDNOOBW lists); it is not part of this stage.
+With ``filter_badwords`` the stage also applies the paper's bad-words rule, as datatrove's separate
+``C4BadWordsFilter`` placed right after ``C4QualityFilter`` does: a document whose kept lines
+contain an entry of its language's LDNOOBW list is dropped (``document_removed_with_badwords``),
+except a ``badwords_keep_fraction`` of them. The language is the ``language`` column's (null or
+absent: ``badwords_default_language``); a language without a list is kept (datatrove's
+``fail_on_missing_language=False``). The lists ship in ``assets/ldnoobw`` (no download); see
+``refine.filters.badwords`` for how matching follows datatrove's. The kept share is drawn per
+document from a hash of ``badwords_seed`` and its id, not from a random stream as datatrove does,
+so it does not depend on partitioning, order or resume; both are re-tunable on the saved
+``c4_badwords`` signal.
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
+from refine.errors import ConfigError
+from refine.filters import badwords as BW
 from refine.filters import words as W
 from refine.pipeline.stage import FilterStage, StageParams, StageResult, text_bytes
 
@@ -63,12 +77,29 @@ class C4Quality(FilterStage):
         """Drop documents with '{' in a line that got that far."""
         filter_policy: bool = True
         """Drop lines with a cookie / terms-of-use / privacy-policy phrase."""
+        filter_badwords: bool = False
+        """Drop documents whose kept lines contain a word of their language's LDNOOBW list
+        (datatrove's ``C4BadWordsFilter``, a separate filter there, so off by default)."""
+        badwords_keep_fraction: float = Field(default=0.0, ge=0, le=1)
+        """Share of the documents with bad words that are kept anyway (0: drop them all)."""
+        badwords_seed: int = 0
+        """Seed of the per-document draws that pick the documents ``badwords_keep_fraction``
+        keeps."""
+        badwords_default_language: str = "en"
+        """List used for documents without a ``language`` column (or with a null one)."""
+        badwords_lists: dict[str, str] = Field(default_factory=dict)
+        """language -> file (one entry per line) replacing or adding to the shipped lists."""
 
-    thresholds = frozenset({"min_num_sentences"})
+    thresholds = frozenset({"min_num_sentences", "badwords_keep_fraction", "badwords_seed"})
     SIGNALS = ("c4_lorem_ipsum_line", "c4_curly_bracket_line", "c4_num_sentences", "c4_kept_lines")
 
+    def check(self) -> None:
+        for lang, path in self.params.badwords_lists.items():
+            if not Path(path).expanduser().is_file():
+                raise ConfigError(f"c4.badwords_lists.{lang}: file not found: {path}")
+
     def signal_names(self, table: pa.Table | None = None) -> list[str]:
-        return list(self.SIGNALS)
+        return [*self.SIGNALS, "c4_badwords"] if self.params.filter_badwords else list(self.SIGNALS)
 
     def score(self, table: pa.Table) -> dict[str, pa.Array]:
         p = self.params
@@ -119,14 +150,45 @@ class C4Quality(FilterStage):
             if sentences is not None
             else np.zeros(n, np.int64)
         )
-        return {
+        new_text = _join_lines(kept, kept_parents, n)
+        out = {
             "c4_lorem_ipsum_line": _first_line(lorem, parents, index_in_doc, n),
             "c4_curly_bracket_line": _first_line(curly, parents, index_in_doc, n),
             "c4_num_sentences": pa.array(n_sentences, pa.int64()),
             "c4_kept_lines": pa.array(np.bincount(kept_parents, minlength=n), pa.int64()),
-            NEW_TEXT: _join_lines(kept, kept_parents, n),
+            NEW_TEXT: new_text,
             W.WORDS_COLUMN: _concat_rows(kept_words, kept_parents, n),
         }
+        if p.filter_badwords:
+            out["c4_badwords"] = self._badwords(table, new_text)
+        return out
+
+    def _badwords(self, table: pa.Table, text: pa.Array) -> pa.Array:
+        """Per document: bad-word occurrences in ``text`` (its kept lines); null when its
+        language has no list."""
+        p = self.params
+        n = table.num_rows
+        if "language" in table.column_names:
+            languages = W.combine(
+                pc.fill_null(table["language"].cast(pa.string()), p.badwords_default_language)
+            )
+        else:
+            languages = pa.array([p.badwords_default_language] * n, pa.string())
+        counts = np.full(n, np.nan)
+        for lang in pc.unique(languages).to_pylist():
+            path = BW.list_path(lang, p.badwords_lists)
+            pattern = None if path is None else BW.c4_pattern(str(path), lang in BW.UNSPACED)
+            rows = np.flatnonzero(W.as_numpy(pc.equal(languages, lang)).astype(bool))
+            if path is None:
+                continue
+            if pattern is None:  # an empty list finds nothing
+                counts[rows] = 0
+                continue
+            sub = pc.utf8_lower(text.take(pa.array(rows)))
+            if lang not in BW.UNSPACED:
+                sub = BW.double_separators(sub)
+            counts[rows] = W.as_numpy(pc.count_substring_regex(sub, pattern))
+        return pa.array(counts, pa.int64(), from_pandas=True)
 
     def decide(self, table: pa.Table) -> pa.Array:
         p = self.params
@@ -137,6 +199,14 @@ class C4Quality(FilterStage):
         reasons[np.isfinite(lorem) & (lorem <= curly)] = "lorem_ipsum"
         few = W.as_numpy(table["c4_num_sentences"]) < p.min_num_sentences
         reasons[(reasons == None) & few] = "too_few_sentences"  # noqa: E711
+        if p.filter_badwords:
+            found = W.as_numpy(pc.fill_null(table["c4_badwords"], 0)) > 0
+            if p.badwords_keep_fraction > 0:
+                rows = np.flatnonzero(found)
+                ids = table["id"].take(pa.array(rows)).to_pylist()
+                draws = np.array([_uniform(p.badwords_seed, i) for i in ids], np.float64)
+                found[rows[draws < p.badwords_keep_fraction]] = False
+            reasons[(reasons == None) & found] = "document_removed_with_badwords"  # noqa: E711
         return pa.array(reasons, pa.string())
 
     def process(self, table: pa.Table, previous: pa.Table | None = None) -> StageResult:
@@ -154,6 +224,12 @@ class C4Quality(FilterStage):
         result.table = out
         result.stats.bytes_out = text_bytes(out)
         return result
+
+
+def _uniform(seed: int, doc_id: str | None) -> float:
+    """A draw in [0, 1) fixed by the seed and the document id."""
+    key = f"{seed}\x00{doc_id}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") / 2.0**64
 
 
 def _offsets(parents: np.ndarray, n: int) -> pa.Array:

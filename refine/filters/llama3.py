@@ -34,15 +34,12 @@ from pydantic import Field
 
 from refine.errors import ConfigError
 from refine.filters import words as W
+from refine.filters.badwords import ALLOWLIST, ASSETS, UNSPACED
+from refine.filters.badwords import re2_escape as _re2_escape
 from refine.filters.gopher import _NGramIndex, first_failure
 from refine.filters.reference import load_reference
 from refine.pipeline.stage import FilterStage, StageParams
 
-ASSETS = Path(__file__).parent / "assets" / "ldnoobw"
-#: Languages written without spaces: their entries match as plain substrings.
-UNSPACED = frozenset({"ja", "th", "zh"})
-#: Entries that occur in ordinary text (datatrove's ``_BADWORDS_ALLOWLIST``): never counted.
-ALLOWLIST = frozenset({"sm", "グロ", "女の子", "性"})
 #: A character that is not part of a word (RE2 syntax): letters, digits and marks are.
 _SEP = r"[^\pL\pN\pM]"
 _SEP_PY = regex.compile(r"([^\p{L}\p{N}\p{M}])")
@@ -183,11 +180,10 @@ def dup_ngram_coverage(words: pa.ListArray, n: int) -> np.ndarray:
     document, over the characters of all its words (NaN without words)."""
     index = _NGramIndex(words)  # batch-wide n-gram hashes, shared with gopher_repetition
     total = np.bincount(index.doc, weights=index.lens, minlength=index.n_docs)
-    starts, h, _ = index._grams(n)
+    grams = index._codes(n)
     covered_chars = np.zeros(index.n_docs)
-    if len(h):
-        _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
-        dup_starts = starts[counts[inverse] > 1]
+    if len(grams.codes):
+        dup_starts = grams.pos[grams.counts[grams.codes] > 1]
         if len(dup_starts):
             m = len(index.ids)
             depth = np.cumsum(
@@ -257,7 +253,3 @@ def _dirty_regex(path: str, unspaced: bool) -> str | None:
         r"\s+".join(_re2_escape(_SEP_PY.sub(r"\1\1", part)) for part in e.split()) for e in ordered
     )
     return f"(?:^|{_SEP})(?:{alternation})(?:{_SEP}|$)"
-
-
-def _re2_escape(text: str) -> str:
-    return "".join(c if c.isalnum() else f"\\x{{{ord(c):x}}}" for c in text)
