@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test browser bench clean
+.PHONY: install run test browser bench clean sample-models
 
 $(BIN)/refine: pyproject.toml scripts/build_kenlm.sh
 	$(PYTHON) -m venv $(VENV) || (apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV))
@@ -18,7 +18,15 @@ $(BIN)/refine: pyproject.toml scripts/build_kenlm.sh
 
 install: $(BIN)/refine
 
-run: install
+# configs/sample.yaml's perplexity and quality_classifier models, trained once from the text in
+# ../shared/data (or REFINE_TEST_DATA) and cached in REFINE_MODELS; --force retrains
+REFINE_MODELS ?= .cache/refine/models
+export REFINE_MODELS
+
+sample-models: install
+	PYTHON=$(BIN)/python scripts/train_sample_models.sh
+
+run: install sample-models
 	$(BIN)/refine run configs/sample.yaml
 
 # headless Chromium renders the HTML report in tests/test_html_report.py (Debian package; those
@@ -34,4 +42,4 @@ bench: install
 	$(BIN)/python scripts/bench.py
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out .cache/refine

@@ -118,6 +118,45 @@ def check_fasttext_model(spec: str) -> str:
     return path
 
 
+def fasttext_labels(spec: str) -> list[str]:
+    """The labels of the fastText model named by ``spec``, in the model's order, read from the
+    dictionary at the head of the file without loading the model: a check at pipeline build
+    time must not hold a multi-GB classifier (DCLM's) in the driver process for the whole run."""
+    return list(_read_fasttext_labels(check_fasttext_model(spec)))
+
+
+@lru_cache(maxsize=16)
+def _read_fasttext_labels(path: str) -> tuple[str, ...]:
+    # fastText's FastText::saveModel: int32 magic, int32 version; Args::save: 12 int32 and one
+    # float64; Dictionary::save: int32 size, nwords, nlabels, int64 ntokens, pruneidx_size,
+    # then `size` entries (word bytes, NUL, int64 count, int8 type: 0 word, 1 label), labels last.
+    with open(path, "rb") as f:
+        f.seek(8 + 12 * 4 + 8)
+        head = f.read(12 + 16)
+        if len(head) < 28:
+            raise ConfigError(f"{path}: truncated fastText model (no dictionary)")
+        size, nwords, nlabels = struct.unpack("<3i", head[:12])
+        labels: list[str] = []
+        buf, pos = b"", 0
+        for _ in range(size):
+            end = buf.find(b"\0", pos)
+            while end < 0 or end + 10 > len(buf):
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    raise ConfigError(f"{path}: truncated fastText model (dictionary)")
+                buf, pos = buf[pos:] + chunk, 0
+                end = buf.find(b"\0")
+            if buf[end + 9] == 1:
+                labels.append(buf[pos:end].decode("utf-8", "replace"))
+            pos = end + 10
+    if len(labels) != nlabels or size != nwords + nlabels:
+        raise ConfigError(
+            f"{path}: unreadable fastText dictionary ({nlabels} labels expected, {len(labels)} "
+            "found)"
+        )
+    return tuple(labels)
+
+
 def load_once(cache: dict[str, Any], path: str, load: Callable[[str], Any]) -> Any:
     """``load(path)`` the first time a worker process asks for ``path``, the cached model after:
     models load lazily in the worker and are never pickled into the task graph."""

@@ -210,9 +210,44 @@ def _run(cmd: list[str]) -> None:
         raise RefineError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}): {tail}")
 
 
+#: Characters that may follow a sentence's final punctuation (closing quotes and brackets).
+_CLOSERS = "\"'”’)]"
+
+
+def is_prose_line(line: str, min_words: int = 12) -> bool:
+    """A line that reads as running prose: ``min_words`` or more words and it ends a sentence
+    (``.``, ``!`` or ``?``, maybe followed by closing quotes or brackets)."""
+    line = line.strip().rstrip(_CLOSERS)
+    return line[-1:] in (".", "!", "?") and len(line.split()) >= min_words
+
+
+def split_prose(texts: Iterable[str], min_words: int = 12) -> tuple[list[str], list[str]]:
+    """Each document split in two: its prose lines (``is_prose_line``) and its other non-empty
+    lines (titles, dates, menus, list items, captions...), each kept as a document of its own
+    (lines joined by ``\\n``; a document without lines of one kind adds none to that side).
+
+    What ``scripts/train_sample_models.sh`` trains the sample models on: the only text in the
+    offline sample is crawl text, with no Wikipedia-like reference, so "prose vs fragments of
+    the same pages" is the contrast available. It is a stand-in that exercises the stages, not
+    a quality model (DCLM's hub model is the ``quality_classifier`` default for real runs)."""
+    prose: list[str] = []
+    rest: list[str] = []
+    for text in texts:
+        lines = [line.strip() for line in text.split("\n") if line.strip()]
+        good = [line for line in lines if is_prose_line(line, min_words)]
+        other = [line for line in lines if not is_prose_line(line, min_words)]
+        if good:
+            prose.append("\n".join(good))
+        if other:
+            rest.append("\n".join(other))
+    return prose, rest
+
+
 def fasttext_line(text: str) -> str:
-    """A document as one fastText input line: lines joined by a space, as the stage scores it."""
-    return " ".join(text.split("\n")).strip()
+    """A document as one fastText input line, exactly as the stage scores it (DCLM's way)."""
+    from refine.filters.classifier import one_line
+
+    return one_line(text)
 
 
 def train_quality(

@@ -5,15 +5,20 @@ One process (= one worker), the 697 real Common Crawl texts of ``shared/data/tex
 
 - ``bare``: the model called the way cc_net / DCLM do, one document at a time, no Arrow:
   perplexity: per line ``normalize`` -> ``sp.encode_as_pieces`` -> ``lm.score``;
-  classifier: ``model.predict(text with newlines as spaces, k=2)``.
+  classifier: DCLM's ``classify_fasttext_hq_prob``: ``model.predict(" ".join(text.strip()
+  .splitlines()))``, the ``__label__hq`` probability (1 - p when the top label is ``__label__cc``).
 - ``stage``: ``Stage.process(table)`` on the same documents (signals, text hashes, decision,
   decision log, stats), the per-partition work the runner does, without I/O.
 
-``overhead`` = stage CPU seconds / bare CPU seconds - 1 (best of ``--repeat``). Models: ``--lm`` and
-``--sp`` (else an order-3 model is trained on the sample with ``train_lm``, needs lmplz), ``--clf``
-(else a classifier is trained with ``train_quality``). Prints one JSON object.
+The two sides are interleaved (bare, stage, stage, bare, ... : each round alternates which goes
+first), ``--repeat`` rounds, so both see the same machine load. ``overhead`` = best stage CPU
+seconds / best bare CPU seconds - 1; ``round_overhead`` gives min / median / max of the per-round
+ratios (the spread). ``text_hash_share``: the CPU the stage spends on ``text_hashes`` (the
+saved-signal text hash), as a fraction of the bare loop. Models: ``--lm`` and ``--sp`` (else an
+order-3 model is trained on the sample with ``train_lm``, needs lmplz), ``--clf`` (else a
+classifier is trained with ``train_quality``). Prints one JSON object.
 
-Usage: ``python scripts/bench_models.py [--copies 4] [--part 2000] [--repeat 3]``.
+Usage: ``python scripts/bench_models.py [--copies 4] [--part 2000] [--repeat 9]``.
 """
 
 from __future__ import annotations
@@ -23,21 +28,25 @@ import gzip
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 
-def best_of(repeat: int, fn) -> float:
-    """Best CPU seconds of ``repeat`` runs: the work is single-threaded, and CPU time is not
-    inflated when other processes share the machine (wall time is)."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.process_time()
-        fn()
-        times.append(time.process_time() - t0)
-    return min(times)
+def interleaved(repeat: int, bare, stage) -> tuple[list[float], list[float]]:
+    """CPU seconds of ``repeat`` rounds of each side, alternating which side runs first. CPU
+    time, not wall: the work is single-threaded, and CPU time is less inflated than wall time
+    when other processes share the machine."""
+    bare_s, stage_s = [], []
+    for r in range(repeat):
+        for side in ("bare", "stage") if r % 2 == 0 else ("stage", "bare"):
+            fn, out = (bare, bare_s) if side == "bare" else (stage, stage_s)
+            t0 = time.process_time()
+            fn()
+            out.append(time.process_time() - t0)
+    return bare_s, stage_s
 
 
 def main() -> int:
@@ -45,7 +54,7 @@ def main() -> int:
     ap.add_argument("--data", default=os.environ.get("REFINE_TEST_DATA", "../shared/data"))
     ap.add_argument("--copies", type=int, default=4)
     ap.add_argument("--part", type=int, default=2000, help="documents per partition (table)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--lm", help="KenLM model (else trained on the sample)")
     ap.add_argument("--sp", help="SentencePiece model of --lm")
     ap.add_argument("--clf", help="fastText classifier (else trained on the sample)")
@@ -61,6 +70,7 @@ def main() -> int:
         sentencepiece_model,
     )
     from refine.models import fasttext_model
+    from refine.pipeline.stage import text_hashes
     from refine.training import train_lm, train_quality
 
     src = Path(args.data) / "text" / "cc-main-2019-30-en.jsonl.gz"
@@ -123,20 +133,17 @@ def main() -> int:
             ppl_stage.process(part)
 
     ppl_staged()  # warm up (loads models)
-    results["perplexity"] = _compare(
-        best_of(args.repeat, ppl_bare), best_of(args.repeat, ppl_staged), len(texts)
-    )
+    results["perplexity"] = _compare(*interleaved(args.repeat, ppl_bare, ppl_staged), len(texts))
 
     # quality classifier -------------------------------------------------------------------------
     clf_stage = QualityClassifier(QualityClassifier.Params(model=args.clf))
     clf_stage.check()
     model = fasttext_model(args.clf)
-    positive = clf_stage.params.positive_label
 
     def clf_bare() -> None:
         for text in texts:
-            labels, probs = model.predict(text.replace("\n", " "), k=2)
-            _ = dict(zip(labels, probs, strict=True)).get(positive, 0.0)
+            (label,), (p,) = model.predict(" ".join(text.strip().splitlines()))
+            _ = 1.0 - p if label == "__label__cc" else p
 
     def clf_staged() -> None:
         for part in parts:
@@ -144,8 +151,11 @@ def main() -> int:
 
     clf_staged()
     results["quality_classifier"] = _compare(
-        best_of(args.repeat, clf_bare), best_of(args.repeat, clf_staged), len(texts)
+        *interleaved(args.repeat, clf_bare, clf_staged), len(texts)
     )
+    hash_s = min(_cpu(lambda: [text_hashes(part) for part in parts]) for _ in range(args.repeat))
+    for key in ("perplexity", "quality_classifier"):
+        results[key]["text_hash_share"] = round(hash_s / results[key]["bare_cpu_seconds"], 4)
     results["models"] = {"lm": args.lm, "sp": args.sp, "clf": args.clf}
     if trained:
         results["trained"] = trained
@@ -154,13 +164,27 @@ def main() -> int:
     return 0
 
 
-def _compare(bare: float, stage: float, n: int) -> dict:
+def _cpu(fn) -> float:
+    t0 = time.process_time()
+    fn()
+    return time.process_time() - t0
+
+
+def _compare(bare_s: list[float], stage_s: list[float], n: int) -> dict:
+    bare, stage = min(bare_s), min(stage_s)
+    ratios = sorted(s / b - 1 for b, s in zip(bare_s, stage_s, strict=True))
     return {
         "bare_cpu_seconds": round(bare, 3),
         "stage_cpu_seconds": round(stage, 3),
         "bare_docs_per_s": round(n / bare, 1),
         "stage_docs_per_s": round(n / stage, 1),
         "overhead": round(stage / bare - 1, 4),
+        "round_overhead": {
+            "min": round(ratios[0], 4),
+            "median": round(statistics.median(ratios), 4),
+            "max": round(ratios[-1], 4),
+        },
+        "rounds": len(ratios),
     }
 
 

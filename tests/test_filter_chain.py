@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import yaml
 from support import REPO
 
-from refine.pipeline.config import build_stages
+from refine.pipeline.config import build_stages, expand_env_params
 from refine.pipeline.runner import PartJob, run_part
 from refine.pipeline.stage import Partition
 
@@ -30,11 +30,22 @@ EDGE_CASES = {
 }
 
 
-def test_every_sample_filter_decides_on_edge_cases(tmp_path):
+def test_every_sample_filter_decides_on_edge_cases(tmp_path, sample_models, monkeypatch):
+    monkeypatch.setenv("REFINE_MODELS", str(sample_models))
     cfg = yaml.safe_load((REPO / "configs" / "sample.yaml").read_text())
-    entries = [e for e in cfg["stages"] if next(iter(e)) not in ("read", "extract")]
+    entries = [
+        expand_env_params(e) for e in cfg["stages"] if next(iter(e)) not in ("read", "extract")
+    ]
     stages = [s for s in build_stages([{"read": {}}, *entries])[1:] if s.kind == "map"]
-    assert {s.name for s in stages} >= {"url_filter", "language", "gopher_quality", "c4", "pii"}
+    assert {s.name for s in stages} >= {
+        "url_filter",
+        "language",
+        "gopher_quality",
+        "c4",
+        "perplexity",
+        "quality_classifier",
+        "pii",
+    }
     n = len(EDGE_CASES)
     table = pa.table(
         {

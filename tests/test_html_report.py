@@ -150,7 +150,7 @@ class _Dom(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
+def rendered(tmp_path_factory, sample_models):
     data = require_shared_data()
     _chromium()
     tmp = tmp_path_factory.mktemp("html_report")
@@ -161,7 +161,7 @@ def rendered(tmp_path_factory):
         "--output",
         str(out),
         "--no-progress",
-        env={"REFINE_TEST_DATA": str(data)},
+        env={"REFINE_TEST_DATA": str(data), "REFINE_MODELS": str(sample_models)},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     page = render_html(out, tmp / "report.html")

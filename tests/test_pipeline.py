@@ -65,8 +65,9 @@ def check_report_consistent(out: Path) -> dict:
     return rep
 
 
-def test_sample_config_on_every_shared_warc(tmp_path):
-    """configs/sample.yaml as shipped (trafilatura), on every file in shared/data/warc."""
+def test_sample_config_on_every_shared_warc(tmp_path, sample_models):
+    """configs/sample.yaml as shipped (trafilatura), on every file in shared/data/warc, with the
+    models scripts/train_sample_models.sh trains."""
     data = require_shared_data()
     out = tmp_path / "out"
     r = run_cli(
@@ -75,7 +76,7 @@ def test_sample_config_on_every_shared_warc(tmp_path):
         "--output",
         str(out),
         "--no-progress",
-        env={"REFINE_TEST_DATA": str(data)},
+        env={"REFINE_TEST_DATA": str(data), "REFINE_MODELS": str(sample_models)},
     )
     assert r.returncode == 0, r.stderr[-3000:]
     rep = check_report_consistent(out)
@@ -107,6 +108,23 @@ def test_sample_config_on_every_shared_warc(tmp_path):
     dedups = ("dedup_url", "dedup_exact", "dedup_minhash", "dedup_lines", "dedup_substring")
     dropped = sum(sum(stage(rep, n)["dropped"].values()) for n in dedups)
     assert final.num_rows == before - dropped
+    # the model stages scored every document they saw and decided by the config's thresholds
+    # (read here from the YAML, not from the code)
+    shipped = {
+        next(iter(e)): next(iter(e.values()))
+        for e in yaml.safe_load((REPO / "configs" / "sample.yaml").read_text())["stages"]
+        if isinstance(e, dict)
+    }
+    ppl, clf = stage(rep, "perplexity"), stage(rep, "quality_classifier")
+    assert ppl["docs_in"] > 50 and clf["docs_in"] == ppl["docs_out"]
+    plog = pq.read_table(out / "stages" / ppl["folder"]).to_pylist()
+    assert all(row["ppl"] is not None and row["ppl"] > 1 for row in plog)
+    max_ppl = shipped["perplexity"]["max_ppl"]
+    assert [row["kept"] for row in plog] == [row["ppl"] <= max_ppl for row in plog]
+    clog = pq.read_table(out / "stages" / clf["folder"]).to_pylist()
+    min_score = shipped["quality_classifier"]["min_score"]
+    assert all(0 <= row["quality_score"] <= 1 for row in clog)
+    assert [row["kept"] for row in clog] == [row["quality_score"] >= min_score for row in clog]
     # it ends with token shards that verify, and the counts agree with report.json
     manifest = json.loads((out / "tokens" / "manifest.json").read_text())
     tok = stage(rep, "tokenize")

@@ -59,7 +59,11 @@ class PipelineConfig(BaseModel):
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
-def expand_env(value: str) -> str:
+#: Only the braced form, for stage parameters: a bare ``$`` there (a regex, a price) stays.
+_ENV_BRACED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str, pattern: re.Pattern = _ENV) -> str:
     """``${VAR}``, ``$VAR`` and ``${VAR:-default}`` from the environment."""
 
     def sub(m: re.Match) -> str:
@@ -70,7 +74,19 @@ def expand_env(value: str) -> str:
             return m.group(2)
         raise ConfigError(f"environment variable {name} is not set (used in {value!r})")
 
-    return _ENV.sub(sub, value)
+    return pattern.sub(sub, value)
+
+
+def expand_env_params(value: Any) -> Any:
+    """``${VAR}`` and ``${VAR:-default}`` in every string of a stage entry (nested mappings and
+    lists too), e.g. model paths under ``${REFINE_MODELS:-.cache/refine/models}``."""
+    if isinstance(value, str):
+        return expand_env(value, _ENV_BRACED)
+    if isinstance(value, dict):
+        return {k: expand_env_params(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env_params(v) for v in value]
+    return value
 
 
 def _loc(loc: tuple) -> str:
@@ -168,6 +184,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     try:
         cfg.input = [expand_env(s) for s in cfg.input]
         cfg.output = expand_env(cfg.output)
+        cfg.stages = [expand_env_params(entry) for entry in cfg.stages]
         build_stages(cfg.stages)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

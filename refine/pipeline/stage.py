@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 from pydantic import BaseModel, ConfigDict
 
 from refine.pipeline.stats import StageStats
@@ -67,12 +68,14 @@ class Stage:
         return _digest({"name": self.name, "params": self.params.model_dump(mode="json")})
 
     def score_fingerprint(self) -> str:
-        """Identifies how the stage scores: its params without the thresholds."""
+        """Identifies how the stage scores: its params without the thresholds, and the text
+        hash its saved signals are tied to (signals saved under another one are not reused)."""
         params = self.params.model_dump(mode="json")
         return _digest(
             {
                 "name": self.name,
                 "params": {k: v for k, v in params.items() if k not in self.thresholds},
+                "text_hash": TEXT_HASH,
             }
         )
 
@@ -203,22 +206,21 @@ def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
+#: The hash in the ``text_hash`` column of decision logs (see ``text_hashes``). Part of the
+#: scoring identity: signals saved under another hash are recomputed, never compared across hashes.
+TEXT_HASH = "xxh3_64"
+
+
 def text_hashes(table: pa.Table, column: str = "text") -> pa.Array:
-    """64-bit BLAKE2b of each document's UTF-8 text: ties saved signals to the text they scored."""
+    """xxHash3 64-bit (``xxh3_64``, seed 0) of each document's UTF-8 text, as int64 (the digest's
+    bits): ties saved signals to the text they scored. It hashes the Arrow bytes as they are:
+    decoding them to Python strings first would cost several times the hashing."""
     if column not in table.column_names:
         return pa.nulls(table.num_rows, pa.int64())
-    return pa.array(
-        [
-            None
-            if t is None
-            else int.from_bytes(
-                hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                "little",
-                signed=True,
-            )
-            for t in table[column].to_pylist()
-        ],
-        pa.int64(),
+    digest = xxhash.xxh3_64_intdigest
+    raw = table[column].cast(pa.large_binary()).to_pylist()  # bytes objects: no UTF-8 decoding
+    return pa.array([None if b is None else digest(b) for b in raw], pa.uint64()).cast(
+        pa.int64(), safe=False
     )
 
 
