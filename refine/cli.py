@@ -245,6 +245,9 @@ def _train_quality(args: argparse.Namespace, console: Console) -> int:
         dim=args.dim,
         word_ngrams=args.word_ngrams,
         valid_fraction=args.valid_fraction,
+        bucket=args.bucket,
+        threads=args.threads,
+        seed=args.seed,
     )
     print(json.dumps(result, default=str))
     return 0
@@ -367,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     tq.add_argument("--dim", type=int, default=100)
     tq.add_argument("--word-ngrams", type=int, default=2)
     tq.add_argument("--valid-fraction", type=float, default=0.1)
+    tq.add_argument("--bucket", type=int, default=500_000, help="n-gram hash buckets (model size)")
+    tq.add_argument("--threads", type=int, help="training threads (1 makes training repeatable)")
+    tq.add_argument("--seed", type=int, default=0, help="shuffle / held-out split seed")
     tq.set_defaults(func=_train_quality)
 
     st = sub.add_parser("stages", help="list the registered stages and their parameters")

@@ -70,7 +70,7 @@ EOF
 "$PYTHON" -m refine.cli train-lm --text "$work/prose.jsonl" --order 3 --vocab-size 8000 \
     --out "$work/sample-en.binary" --sp-out "$work/sample-en.sp.model"
 "$PYTHON" -m refine.cli train-quality --positive "$work/prose.jsonl" --negative "$work/rest.jsonl" \
-    --out "$work/sample-quality.bin" --dim 16 --epoch 20 --lr 0.5
+    --out "$work/sample-quality.bin" --dim 16 --epoch 20 --lr 0.5 --bucket 100000 --threads 1
 
 # the old set goes first: an interruption between the renames leaves a file missing (retrained
 # next time), never a language model beside another training's SentencePiece model
