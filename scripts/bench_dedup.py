@@ -111,13 +111,91 @@ def bench_end_to_end(texts: list[str], sizes: list[int], workers: int, per_part:
             )
 
 
+_SHARD_PEAK = """
+import resource, sys, time
+sys.path.insert(0, {repo!r})
+from scripts.bench_dedup import load_texts, perturbed_corpus
+import random
+from refine.dedup.substring import index_shard
+docs = perturbed_corpus(load_texts(), 16, random.Random(0))
+texts, size = [], 0
+for _, t in docs:
+    if size >= {budget}:
+        break
+    texts.append(t)
+    size += len(t.encode())
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.process_time()
+idx = index_shard(texts, [str(i) for i in range(len(texts))], 50)
+cpu = time.process_time() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+print(size, int(idx["sa_entries"]), peak * 1024, cpu)
+"""
+
+
+def bench_substring(texts: list[str], sizes: list[int], workers: int, per_part: int) -> None:
+    """dedup_substring: (1) peak memory and CPU of one shard's suffix-array index against the
+    shard's text bytes, each in a fresh process (ru_maxrss); (2) end-to-end wall time on the
+    sample replicated with perturbed copies (so most text is a repeated span)."""
+    import subprocess
+    import sys
+
+    from distributed import Client
+
+    from refine.dedup.substring import DedupSubstring
+    from refine.pipeline.stage import GlobalContext
+
+    for budget in (2**20, 4 * 2**20, 16 * 2**20):
+        code = _SHARD_PEAK.format(repo=str(REPO), budget=budget)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        size, tokens, peak, cpu = (float(x) for x in out.stdout.split())
+        mib = size / 2**20
+        print(
+            f"shard {mib:.1f} MiB, {tokens:,.0f} tokens: peak +{peak / 2**20:.0f} MiB "
+            f"({peak / size:.1f}x text bytes), index {mib / cpu:.2f} MiB/CPU-s"
+        )
+    for size in sizes:
+        docs = perturbed_corpus(texts, size, random.Random(size))
+        with tempfile.TemporaryDirectory() as tmp:
+            inp = Path(tmp) / "in"
+            inp.mkdir()
+            for k, lo in enumerate(range(0, len(docs), per_part)):
+                chunk = docs[lo : lo + per_part]
+                pq.write_table(
+                    pa.table({"id": [d[0] for d in chunk], "text": [d[1] for d in chunk]}),
+                    inp / f"part-{k:05d}.parquet",
+                )
+            ctx = dict(
+                input_dir=str(inp),
+                output_dir=f"{tmp}/out",
+                log_dir=f"{tmp}/log",
+                work_dir=f"{tmp}/work",
+            )
+            with Client(
+                processes=False, n_workers=workers, threads_per_worker=1, dashboard_address=None
+            ) as client:
+                t0 = time.perf_counter()
+                stats = DedupSubstring().run(GlobalContext(client=client, **ctx))
+                wall = time.perf_counter() - t0
+            mb = stats.bytes_in / 2**20
+            print(
+                f"substring {size}x: {len(docs)} docs, {mb:.1f} MiB, {stats.parts} parts: "
+                f"{wall:.1f} s wall, {mb / wall:.2f} MiB/s, {stats.counters['tokens_removed']:,}"
+                f" of {stats.counters['tokens_in']:,} tokens removed, kept {stats.docs_out} docs"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--docs-per-part", type=int, default=250)
+    ap.add_argument("--substring", action="store_true", help="only the dedup_substring bench")
     args = ap.parse_args()
     texts = load_texts()
+    if args.substring:
+        bench_substring(texts, args.sizes, args.workers, args.docs_per_part)
+        return
     bench_signatures(texts)
     bench_end_to_end(texts, args.sizes, args.workers, args.docs_per_part)
 

@@ -126,6 +126,13 @@ def test_survivors_and_reasons(tmp_path):
     log = pq.read_table(tmp_path / "out" / "stages" / "02_dedup_url").to_pylist()
     dup_of = {r["id"]: r["duplicate_of"] for r in log if not r["kept"]}
     assert dup_of == {"<urn:uuid:a1>": "<urn:uuid:a2>", "<urn:uuid:a3>": "<urn:uuid:a2>"}
+    # report.json keeps the removed documents (smallest ids first) beside their representative
+    assert [(e["id"], e["duplicate_of"]) for e in url["examples"]] == sorted(dup_of.items())
+    assert url["examples"][0]["url"] == "http://news.example/story"
+    assert [(e["id"], e["duplicate_of"]) for e in exact["examples"]] == [
+        ("<urn:uuid:b2>", "<urn:uuid:b1>")
+    ]
+    assert url["counters"]["bytes_removed"] == url["bytes_in"] - url["bytes_out"] > 0
 
 
 def test_survivors_do_not_depend_on_partitions_or_workers(tmp_path):
@@ -137,6 +144,8 @@ def test_survivors_do_not_depend_on_partitions_or_workers(tmp_path):
         summary = _run(warc, out, slice_mb, workers)
         parts = summary.report["stages"][0]["parts"]
         final = pq.read_table(out / "documents" / "03_dedup_exact")
-        results.append((parts, sorted(final["id"].to_pylist())))
+        examples = [s["examples"] for s in summary.report["stages"][2:]]
+        results.append((parts, sorted(final["id"].to_pylist()), examples))
     assert results[0][0] == 1 and results[1][0] > 3  # really different partitionings
     assert results[0][1] == results[1][1] == results[2][1]
+    assert results[0][2] == results[1][2] == results[2][2]  # the same examples too

@@ -94,6 +94,15 @@ def test_repeated_lines_removed_everywhere_and_result_independent_of_partitions(
     log = pq.read_table(logs).to_pylist()
     assert sum(r["lines_removed"] for r in log) == 14
     assert len(log) == len(docs)
+    # the most repeated removed lines, with their corpus count, whatever the partitioning
+    counts = Counter(
+        normalize_line(line) for _, t in docs for line in t.split("\n") if len(line.strip()) >= 20
+    )
+    frequent = sorted((-n, line) for line, n in counts.items() if n > 6)
+    assert [(-e["count"], normalize_line(e["line"])) for e in stats.examples] == frequent
+    assert stats.counters["repeated_lines"] == len(frequent) == 1
+    with_boiler = [d for d, t in docs if BOILER.lower() in t.lower()]
+    assert stats.examples[0]["id"] == min(with_boiler)  # the smallest id it was removed from
 
 
 def test_limit_is_a_param(tmp_path):

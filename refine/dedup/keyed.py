@@ -6,10 +6,14 @@ Three phases, none of which gathers document data on one machine:
    normalised text) and a rank that orders the candidates (most recent capture first for URLs,
    then the id), written as a small Parquet table (key, rank, part, row);
 2. Dask's own shuffle on the key, then per shuffled partition the best rank and size of each key,
-   so each document learns whether it is its key's representative; the flags are written
-   partitioned by part;
+   so each document of a key with several documents learns whether it is the representative;
+   those flags go through a second shuffle on the part, so each part's flags are one file
+   (not one per shuffled partition: that would be parts x parts files);
 3. per part: the flags join the documents by row, the representatives go on, the rest are logged
    with ``duplicate_of`` (the representative's id).
+
+The stats count clusters (keys with more than one document) and bytes removed, and keep the
+``MAX_EXAMPLES`` removed documents with the smallest ids beside their representative's id.
 
 The representative depends only on the documents, never on how they are partitioned or on the
 number of workers.
@@ -18,8 +22,9 @@ number of workers.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import time
-import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -29,9 +34,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
-from refine.pipeline.stats import StageStats
+from refine.pipeline.stats import MAX_EXAMPLES, StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
 
+#: documents normalised and hashed at a time by ``dedup_exact``
+_TEXT_BATCH = 256
 #: ranks sort as strings; a date is turned into "time until the year 10000" so that min = latest
 _FAR_FUTURE_US = 253402300800 * 1_000_000
 
@@ -44,6 +51,8 @@ class KeyDedup(GlobalStage):
     """Keeps one document per key; subclasses say what the key and the preference are."""
 
     reason: ClassVar[str]
+    #: the columns ``keys`` and ``preference`` read (besides ``id``), when the part has them
+    columns: ClassVar[tuple[str, ...]] = ()
 
     def keys(self, table: pa.Table) -> list[Any]:
         """One key per row (None: the row takes part in no deduplication)."""
@@ -75,8 +84,11 @@ class KeyDedup(GlobalStage):
             pure=False,
         )
         stats = StageStats(name=self.name)
+        examples: list[dict] = []
         for part_stats in client.gather(futures):
             stats = stats + StageStats.from_dict(part_stats)
+            examples += part_stats["examples"]
+        stats.examples = pick_examples(examples)
         stats.seconds = time.perf_counter() - t0  # wall time of the whole stage
         stats.cpu_seconds += time.process_time() - c0
         remove_tree(work)
@@ -84,7 +96,8 @@ class KeyDedup(GlobalStage):
 
     # -- phase 1 ---------------------------------------------------------------------------
     def _write_keys(self, part: str, keys_dir: str) -> None:
-        table = pq.read_table(part)
+        names = pq.read_schema(part).names
+        table = pq.read_table(part, columns=[c for c in ("id", *self.columns) if c in names])
         part_id = Path(part).stem
         keys = self.keys(table)
         pref = self.preference(table)
@@ -113,7 +126,7 @@ class KeyDedup(GlobalStage):
         shuffled = ddf.shuffle(on="key", npartitions=split)
         meta = {"part": "string", "row": "int64", "rank": "string", "best": "string", "n": "int64"}
         flagged = shuffled.map_partitions(_flag_partition, meta=meta)
-        flagged.to_parquet(str(flags_dir), partition_on=["part"], write_index=False)
+        write_by_part(flagged, flags_dir, split)
 
     # -- phase 3 ---------------------------------------------------------------------------
     def _apply(self, part: str, flags_dir: str, output_dir: str, log_dir: str) -> dict:
@@ -142,6 +155,7 @@ class KeyDedup(GlobalStage):
         reason_arr = pa.array(reasons, pa.string())
         kept = pc.is_null(reason_arr)
         out = table.filter(kept)
+        examples = self._examples(table, dup_of)
         name = Path(part).name
         write_parquet_atomic(out, Path(output_dir) / name)
         log = decision_log(
@@ -153,18 +167,53 @@ class KeyDedup(GlobalStage):
         if n - out.num_rows:
             stats.drop(self.reason, n - out.num_rows)
         stats.counters["clusters"] = clusters
+        stats.counters["bytes_removed"] = stats.bytes_in - stats.bytes_out
+        stats.examples = examples
         stats.seconds = time.perf_counter() - t0
         stats.cpu_seconds = time.process_time() - c0
         return stats.to_dict()
 
+    @staticmethod
+    def _examples(table: pa.Table, dup_of: list[str | None]) -> list[dict]:
+        """The part's removed documents with the smallest ids (at most ``MAX_EXAMPLES``)."""
+        removed = [i for i, d in enumerate(dup_of) if d is not None]
+        if not removed:
+            return []
+        ids = table["id"].take(removed).to_pylist()
+        has_url = "url" in table.column_names
+        urls = table["url"].take(removed).to_pylist() if has_url else [None] * len(removed)
+        first = heapq.nsmallest(MAX_EXAMPLES, range(len(removed)), key=lambda k: ids[k] or "")
+        return [{"id": ids[k], "url": urls[k], "duplicate_of": dup_of[removed[k]]} for k in first]
+
 
 def _flag_partition(df: Any) -> Any:
-    """pandas, one shuffled partition: each row gets its key's best rank and size."""
+    """pandas, one shuffled partition: each row of a key with several rows gets its key's best
+    rank and size (a key's only row is its representative: nothing to write)."""
     ranks = df.groupby("key")["rank"]
     out = df.assign(best=ranks.transform("min"), n=ranks.transform("size"))
+    out = out[out["n"] > 1]
     return out[["part", "row", "rank", "best", "n"]].astype(
         {"part": "string", "row": "int64", "rank": "string", "best": "string", "n": "int64"}
     )
+
+
+def write_by_part(frame: Any, folder: Path, npartitions: int) -> None:
+    """Write a Dask frame with a ``part`` column as ``folder/part=ID/``, after a shuffle on
+    ``part`` so that each part's rows are in one file: a part's reader then opens one file, not
+    one per partition of ``frame`` (which would be parts x parts files in all)."""
+    frame.shuffle(on="part", npartitions=npartitions).to_parquet(
+        str(folder), partition_on=["part"], write_index=False
+    )
+
+
+def _by_id(example: dict) -> tuple:
+    return (example["id"] or "", example["duplicate_of"] or "")
+
+
+def pick_examples(items: list[dict], key: Callable[[dict], Any] = _by_id) -> list[dict]:
+    """The ``MAX_EXAMPLES`` items that sort first (by removed id, then survivor id): each part
+    sends its own first ones, so the pick is the same whatever the partitioning."""
+    return sorted(items, key=key)[:MAX_EXAMPLES]
 
 
 def normalize_url(url: str | None) -> str | None:
@@ -198,6 +247,7 @@ class DedupUrl(KeyDedup):
     name = "dedup_url"
     Params = DedupUrlParams
     reason = "duplicate_url"
+    columns = ("url", "date")
 
     def keys(self, table: pa.Table) -> list[Any]:
         return [normalize_url(u) for u in table["url"].to_pylist()]
@@ -223,19 +273,21 @@ class DedupExact(KeyDedup):
     name = "dedup_exact"
     Params = DedupExactParams
     reason = "duplicate_text"
+    columns = ("text",)
 
     def keys(self, table: pa.Table) -> list[Any]:
-        out = []
-        for t in table["text"].to_pylist():
-            if t is None:
-                out.append(None)
-                continue
-            t = unicodedata.normalize("NFKC", t)
+        """By batches of ``_TEXT_BATCH`` documents with Arrow kernels (NFKC, Unicode lower case,
+        split on Unicode whitespace and join with one space): the part's texts never all
+        become Python strings at once, and each hash reads one document's bytes."""
+        out: list[Any] = []
+        texts = table["text"]
+        for lo in range(0, len(texts), _TEXT_BATCH):
+            t = pc.utf8_normalize(texts.slice(lo, _TEXT_BATCH), "NFKC")
             if self.params.lowercase:
-                t = t.lower()
+                t = pc.utf8_lower(t)
             if self.params.collapse_whitespace:
-                t = " ".join(t.split())
-            out.append(
-                hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-            )
+                words = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(t))
+                t = pc.binary_join(words, pa.scalar(" ", t.type))
+            for b in t.cast(pa.large_binary()).to_pylist():
+                out.append(None if b is None else hashlib.blake2b(b, digest_size=16).hexdigest())
         return out

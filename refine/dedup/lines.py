@@ -4,9 +4,14 @@
 1. per part: a 64-bit hash of every normalised line of at least ``min_chars`` characters, with
    (part, row, line) — small tables, never the text;
 2. Dask's shuffle on the hash, then per shuffled partition the count of each hash; the
-   (part, row, line) of every line whose hash is too frequent is written partitioned by part;
+   (part, row, line, count) of every line whose hash is too frequent goes through a shuffle on
+   the part and is written as one file per part;
 3. per part: those lines are removed from the documents; a document left with no text is
    dropped (``empty_after_line_dedup``); the decision log counts removed lines and bytes.
+
+The stats count the distinct repeated lines (``repeated_lines``), lines and bytes removed, and
+keep the ``MAX_EXAMPLES`` most repeated removed lines with their corpus count and a document they
+were removed from.
 
 Memory per task is bounded by a part or a shuffled partition, never the corpus.
 """
@@ -14,6 +19,7 @@ Memory per task is bounded by a part or a shuffled partition, never the corpus.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from refine.dedup.keyed import pick_examples, write_by_part
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
-from refine.pipeline.stats import StageStats
+from refine.pipeline.stats import MAX_EXAMPLES, StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
 
 REASON = "empty_after_line_dedup"
@@ -73,8 +80,19 @@ class DedupLines(GlobalStage):
             pure=False,
         )
         stats = StageStats(name=self.name)
-        for part_stats in client.gather(futures):
+        examples: dict[str, dict] = {}
+        clusters = 0.0
+        for part_stats, line_share in client.gather(futures):
             stats = stats + StageStats.from_dict(part_stats)
+            clusters += line_share
+            for e in part_stats["examples"]:  # one per line: the document with the smallest id
+                old = examples.get(e["normalized"])
+                if old is None or e["id"] < old["id"]:
+                    examples[e["normalized"]] = e
+        stats.counters["repeated_lines"] = round(clusters)
+        stats.examples = pick_examples(list(examples.values()), key=_most_repeated)
+        for e in stats.examples:
+            del e["normalized"]
         stats.seconds = time.perf_counter() - t0
         stats.cpu_seconds += time.process_time() - c0
         remove_tree(work)
@@ -110,19 +128,32 @@ class DedupLines(GlobalStage):
         frequent = ddf.shuffle(on="key", npartitions=split).map_partitions(
             _frequent_lines, limit, meta=meta
         )
-        frequent.to_parquet(str(flags_dir), partition_on=["part"], write_index=False)
+        write_by_part(frequent, flags_dir, split)
 
-    def _apply(self, part: str, flags_dir: str, output_dir: str, log_dir: str) -> dict:
+    def _apply(
+        self, part: str, flags_dir: str, output_dir: str, log_dir: str
+    ) -> tuple[dict, float]:
+        """Rewrite one part; returns its stats and its share of the distinct repeated lines
+        (the sum of 1/count over its removed lines: each line's occurrences add up to 1)."""
         t0, c0 = time.perf_counter(), time.process_time()
         table = pq.read_table(part)
         part_id = Path(part).stem
-        drop: dict[int, set[int]] = {}
+        drop: dict[int, dict[int, int]] = {}  # row -> line number -> corpus count
         flag_path = Path(flags_dir) / f"part={part_id}"
+        line_share = 0.0
         if flag_path.is_dir():
-            flags = pq.read_table(flag_path, columns=["row", "line"])
-            for row, line in zip(flags["row"].to_pylist(), flags["line"].to_pylist(), strict=True):
-                drop.setdefault(row, set()).add(line)
+            flags = pq.read_table(flag_path, columns=["row", "line", "n"])
+            for row, line, count in zip(
+                flags["row"].to_pylist(),
+                flags["line"].to_pylist(),
+                flags["n"].to_pylist(),
+                strict=True,
+            ):
+                drop.setdefault(row, {})[line] = count
+                line_share += 1 / count
         texts = table["text"].to_pylist()
+        ids = table["id"].to_pylist()
+        seen: dict[str, dict] = {}  # normalised removed line -> example
         new_texts: list[str | None] = []
         reasons_list: list[str | None] = []
         removed_lines = [0] * len(texts)
@@ -138,6 +169,15 @@ class DedupLines(GlobalStage):
                 if i in gone:
                     removed_lines[row] += 1
                     removed_bytes[row] += len(line.encode("utf-8", "surrogatepass")) + 1
+                    key = normalize_line(line)
+                    old = seen.get(key)
+                    if old is None or (ids[row] or "") < old["id"]:
+                        seen[key] = {
+                            "line": line.strip(),
+                            "count": gone[i],
+                            "id": ids[row] or "",
+                            "normalized": key,
+                        }
                 else:
                     kept.append(line)
             new_texts.append("\n".join(kept))
@@ -167,9 +207,15 @@ class DedupLines(GlobalStage):
             stats.drop(REASON, table.num_rows - out.num_rows)
         stats.counters["lines_removed"] = sum(removed_lines)
         stats.counters["docs_with_lines_removed"] = sum(1 for n in removed_lines if n)
+        stats.counters["bytes_removed"] = stats.bytes_in - stats.bytes_out
+        stats.examples = heapq.nsmallest(MAX_EXAMPLES, seen.values(), key=_most_repeated)
         stats.seconds = time.perf_counter() - t0
         stats.cpu_seconds = time.process_time() - c0
-        return stats.to_dict()
+        return stats.to_dict(), line_share
+
+
+def _most_repeated(example: dict) -> tuple:
+    return (-example["count"], example["normalized"])
 
 
 def _frequent_lines(df: Any, limit: int) -> Any:

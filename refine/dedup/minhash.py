@@ -14,9 +14,12 @@ Phases, none of which gathers document data on one machine:
    two shuffles and is kept only if their true Jaccard similarity reaches ``jaccard_threshold``;
 4. connected components by min-label propagation over Dask shuffles (``components.py``);
 5. Dask shuffle on the label: each cluster's size, and for each member its survivor (the
-   cluster's smallest node), written partitioned by part;
+   cluster's smallest node); a shuffle on the part then writes each part's flags as one file;
 6. per part: non-survivors are dropped and logged with ``duplicate_of`` (the survivor's id) and
    ``minhash_cluster`` (the cluster's size).
+
+The stats count candidate pairs, clusters and bytes removed, and keep the ``MAX_EXAMPLES``
+removed documents with the smallest ids beside their survivor's id and their cluster's size.
 
 The survivors depend only on the documents and the params, never on partitioning or workers.
 """
@@ -35,10 +38,11 @@ import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from refine.dedup.components import connected_components
+from refine.dedup.keyed import pick_examples, write_by_part
 from refine.dedup.signatures import MinHasher, band_keys, jaccard_of_sets, sorted_unique_sets
 from refine.errors import ConfigError
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
-from refine.pipeline.stats import StageStats
+from refine.pipeline.stats import MAX_EXAMPLES, StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
 
 REASON = "near_duplicate"
@@ -135,8 +139,11 @@ class DedupMinhash(GlobalStage):
             pure=False,
         )
         stats = StageStats(name=self.name)
+        examples: list[dict] = []
         for part_stats in client.gather(futures):
             stats = stats + StageStats.from_dict(part_stats)
+            examples += part_stats["examples"]
+        stats.examples = pick_examples(examples)
         for k, v in counters.items():
             stats.counters[k] += v
         stats.seconds = time.perf_counter() - t0
@@ -224,9 +231,27 @@ class DedupMinhash(GlobalStage):
             stats.drop(REASON, n - out.num_rows)
         stats.counters["clusters"] = clusters
         stats.counters["bytes_removed"] = stats.bytes_in - stats.bytes_out
+        stats.examples = _examples(table, dup_of, size)
         stats.seconds = time.perf_counter() - t0
         stats.cpu_seconds = time.process_time() - c0
         return stats.to_dict()
+
+
+def _examples(table: pa.Table, dup_of: np.ndarray, size: np.ndarray) -> list[dict]:
+    """The part's removed documents with the smallest ids (at most ``MAX_EXAMPLES``)."""
+    removed = np.flatnonzero(dup_of != None)  # noqa: E711 - element-wise on an object array
+    if not removed.size:
+        return []
+    ids = pc.fill_null(table["id"].take(removed), "")
+    first = removed[pc.sort_indices(ids).to_numpy()[:MAX_EXAMPLES]]
+    sub = table.select([c for c in ("id", "url") if c in table.column_names]).take(first)
+    ids = sub["id"].to_pylist()
+    urls = sub["url"].to_pylist() if "url" in sub.column_names else [None] * len(ids)
+    items = [
+        {"id": ids[k], "url": urls[k], "duplicate_of": dup_of[i], "cluster_size": int(size[i])}
+        for k, i in enumerate(first)
+    ]
+    return pick_examples(items)
 
 
 def node_names(ids: pa.ChunkedArray | pa.Array, part_id: str) -> pa.Array:
@@ -386,4 +411,4 @@ def _cluster_flags(labels_dir: Path, flags_dir: Path, npartitions: int) -> None:
     flags = labels.shuffle(on="label", npartitions=npartitions).map_partitions(
         _flag_cluster, meta=meta
     )
-    flags.to_parquet(str(flags_dir), partition_on=["part"], write_index=False)
+    write_by_part(flags, flags_dir, npartitions)

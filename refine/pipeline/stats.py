@@ -13,6 +13,9 @@ from typing import Any
 
 #: How many example problems (file#offset and detail) a stage keeps for the report.
 MAX_ERROR_SAMPLES = 50
+#: How many examples of what a stage removed (a duplicate beside the document it duplicated, a
+#: removed line and its count) a stage keeps for inspection.
+MAX_EXAMPLES = 20
 
 
 @dataclass
@@ -34,6 +37,9 @@ class StageStats:
     parts: int = 0
     counters: Counter = field(default_factory=Counter)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: examples of removals; a stage that picks them deterministically (e.g. the smallest ids,
+    #: whatever the partitioning) sets them on the merged stats
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] += n
@@ -58,6 +64,7 @@ class StageStats:
             parts=self.parts + other.parts,
             counters=self.counters + other.counters,
             errors=(self.errors + other.errors)[:MAX_ERROR_SAMPLES],
+            examples=(self.examples + other.examples)[:MAX_EXAMPLES],
         )
 
     @property
@@ -79,6 +86,7 @@ class StageStats:
             "parts": self.parts,
             "counters": dict(sorted(self.counters.items())),
             "errors": self.errors,
+            "examples": self.examples,
         }
 
     @classmethod
@@ -95,6 +103,7 @@ class StageStats:
             parts=d.get("parts", 0),
             counters=Counter(d.get("counters", {})),
             errors=list(d.get("errors", [])),
+            examples=list(d.get("examples", [])),
         )
 
     def check_balance(self) -> None:
