@@ -3,7 +3,10 @@
 Accepted: local files, directories and globs; ``https://`` and ``s3://`` URLs (globs too, where
 the filesystem can list); a Common Crawl crawl id such as ``CC-MAIN-2024-10``, expanded through
 that crawl's ``warc.paths.gz``. Everything is resolved on the driver before any work starts, so a
-typo fails in a second, not after hours.
+typo (a missing local file, a URL the server says does not exist) fails in a second, not after
+hours. A remote input that cannot be reached in time (a silent server, a refused connection, a
+5xx) is not a typo: it comes back with ``error`` set, the run reads the others and reports it,
+and a re-run tries it again (when no input at all can be reached, that is an error before work).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 class InputFile:
     url: str  # local absolute path or a URL fsspec can open
     size: int | None  # bytes; None when the server does not say
+    error: str | None = None  # why a remote input could not be reached at planning; not read
 
 
 #: Seconds to wait for an HTTP(S) connection or for the next bytes of a response. A server that
@@ -105,18 +109,35 @@ def _expand_one(pattern: str) -> list[str]:
     return [os.path.abspath(path)]
 
 
-def _size(url: str, timeout: float = HTTP_TIMEOUT) -> int | None:
+#: HTTP statuses that say "try again later" rather than "this URL is wrong".
+_TRANSIENT_STATUS = {408, 425, 429}
+
+
+def _probe(url: str, timeout: float = HTTP_TIMEOUT) -> InputFile:
+    """Size one input. Not found or forbidden is the user's mistake (``InputError``); any other
+    failure of a remote input (a timeout, a refused connection, a 5xx: the transport's exception
+    types vary, aiohttp, botocore, asyncio) makes an unreachable input, with the reason."""
     if not _is_url(url):
-        return os.path.getsize(url)
+        return InputFile(url, os.path.getsize(url))
     try:
         fs, _ = fsspec.core.url_to_fs(url, **storage_options(url, timeout))
         info = fs.info(url)
-    except FileNotFoundError:
-        raise InputError(f"input {url!r}: not found") from None
-    except (OSError, ValueError, TimeoutError) as e:
-        raise InputError(f"input {url!r}: cannot be reached: {e!r}") from None
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        # fsspec's http turns every failure into FileNotFoundError; the cause says which
+        cause = e.__cause__ if isinstance(e, FileNotFoundError) and e.__cause__ else e
+        status = getattr(cause, "status", None)
+        if isinstance(status, int) and 400 <= status < 500 and status not in _TRANSIENT_STATUS:
+            message = f"HTTP {status} {getattr(cause, 'message', '')}".strip()
+            raise InputError(f"input {url!r}: {message}") from None
+        if isinstance(cause, FileNotFoundError):
+            raise InputError(f"input {url!r}: not found") from None
+        if isinstance(cause, PermissionError):
+            raise InputError(f"input {url!r}: access denied: {cause}") from None
+        what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        reason = "timed out" if isinstance(cause, TimeoutError) else "cannot be reached"
+        return InputFile(url, None, error=f"{reason} ({what})")
     size = info.get("size")
-    return int(size) if size is not None else None
+    return InputFile(url, int(size) if size is not None else None)
 
 
 def expand_inputs(
@@ -126,7 +147,8 @@ def expand_inputs(
     commoncrawl_base_url: str = COMMONCRAWL_BASE_URL,
     timeout: float = HTTP_TIMEOUT,
 ) -> list[InputFile]:
-    """Resolve ``patterns`` into files; the same file named twice is read once."""
+    """Resolve ``patterns`` into files; the same file named twice is read once. Remote inputs
+    that cannot be reached within ``timeout`` seconds are returned with ``error`` set."""
     if not patterns:
         raise InputError("no input given")
     urls: list[str] = []
@@ -142,5 +164,9 @@ def expand_inputs(
     if max_files is not None:
         unique = unique[:max_files]
     with ThreadPoolExecutor(max_workers=16) as pool:
-        sizes = list(pool.map(lambda u: _size(u, timeout), unique))
-    return [InputFile(u, s) for u, s in zip(unique, sizes, strict=True)]
+        files = list(pool.map(lambda u: _probe(u, timeout), unique))
+    failed = [f for f in files if f.error]
+    if len(failed) == len(files):  # nothing to run: a clear error before work
+        more = f" (and {len(failed) - 1} more input(s))" if len(failed) > 1 else ""
+        raise InputError(f"input {failed[0].url!r}: {failed[0].error}{more}")
+    return files

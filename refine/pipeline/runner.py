@@ -10,10 +10,16 @@ skips parts with a marker and recomputes the rest, overwriting any half-finished
 same names, so no document is lost or written twice. Each segment stores a fingerprint of its
 inputs and stage parameters; when it changes, that segment and everything after it is recomputed
 while earlier checkpoints (e.g. extraction) are reused.
+
+Faults: a part that fails after its retries, an input that cannot be reached at planning, or an
+output storage that refuses writes (full disk, quota, read-only) stops nothing that is already
+written. The run writes what it can, records the failure in ``report.json`` and raises
+``RunIncomplete`` (one line, exit 1); the same command later does only what is missing.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -28,7 +34,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 import refine
-from refine.errors import RunIncomplete
+from refine.errors import RefineError, RunIncomplete
 from refine.pipeline.config import PipelineConfig, build_stages
 from refine.pipeline.inputs import InputFile
 from refine.pipeline.stage import FilterStage, GlobalContext, Partition, Stage
@@ -60,8 +66,14 @@ class Segment:
         return self.stages[0][1].kind == "source"
 
 
-def plan_segments(stages: list[Stage], source_salt: str = "") -> list[Segment]:
-    """Cut the stage list at checkpoints; ``source_salt`` identifies the inputs read."""
+def plan_segments(stages: list[Stage], source_salt: str = "", data_salt: str = "") -> list[Segment]:
+    """Cut the stage list at checkpoints.
+
+    ``source_salt`` identifies the inputs (which files, in which order: a part id names the same
+    slice of the same file in every run). ``data_salt`` identifies what was actually read; it
+    enters the fingerprints from the first global stage on, which must see every document, while
+    the per-part segments before it resume part by part when an input that was unreachable is
+    read later."""
     segments: list[Segment] = []
     current: list[tuple[str, Stage]] = []
 
@@ -82,8 +94,11 @@ def plan_segments(stages: list[Stage], source_salt: str = "") -> list[Segment]:
     flush()
     prev_key = None
     prev_fp = source_salt
+    salted = False
     for seg in segments:
         seg.input_key = prev_key
+        if seg.kind == "global" and not salted:
+            prev_fp, salted = f"{prev_fp}|data:{data_salt}", True
         h = hashlib.sha256(prev_fp.encode())
         for folder, stage in seg.stages:
             h.update(f"|{folder}:{stage.fingerprint()}".encode())
@@ -106,8 +121,31 @@ class PartJob:
     reuse: dict[str, str] = field(default_factory=dict)
 
 
+#: errno values that mean the output storage refuses writes: retrying the part cannot help.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def storage_refuses(e: BaseException) -> bool:
+    """A full disk, an exhausted quota, a file-size limit or a read-only file system."""
+    return isinstance(e, OSError) and e.errno in STORAGE_ERRNOS
+
+
 def run_part(job: PartJob) -> dict[str, Any]:
-    """Run one partition through a fused chain of map stages (executes on a Dask worker)."""
+    """Run one partition through a fused chain of map stages (executes on a Dask worker).
+
+    When the output storage refuses a write, the part returns ``storage_error`` instead of
+    raising: Dask would retry it, redoing the work only to fail at the same write. Whatever it
+    wrote is complete files or removed temporaries, and without its done marker it is redone
+    by the next run."""
+    try:
+        return _run_part(job)
+    except OSError as e:
+        if not storage_refuses(e):
+            raise
+        return {"part": job.partition.id, "storage_error": f"{type(e).__name__}: {e}"}
+
+
+def _run_part(job: PartJob) -> dict[str, Any]:
     layout = OutputLayout(job.root)
     marker = layout.done_marker(job.segment_key, job.partition.id)
     if marker.exists():  # a retried task whose first attempt finished
@@ -155,6 +193,7 @@ class SegmentOutcome:
     resumed: int = 0
     results: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
+    storage_error: str | None = None  # the output storage refused a write: the run stops
 
 
 @dataclass
@@ -212,11 +251,19 @@ class Runner:
     ):
         self.config = config
         self.inputs = inputs
+        #: inputs that could not be reached at planning: not read, reported, retried by a re-run
+        self.failed_inputs = [f for f in inputs if getattr(f, "error", None)]
         self.stages = build_stages(config.stages)
         self.layout = OutputLayout(config.output)
-        # what is read is part of the source segment's identity: other files, other documents
-        salt = hashlib.sha256("".join(f"|{f.url}:{f.size}" for f in inputs).encode()).hexdigest()
-        self.segments = plan_segments(self.stages, source_salt=salt)
+        # which files are read is the source segment's identity (the failed ones keep their
+        # place, so part ids stay stable); their sizes tell a changed file (see _sync_state)
+        salt = _digest("".join(f"|{_input_url(f)}" for f in inputs))
+        read = "".join(
+            f"|{_input_url(f)}:{getattr(f, 'size', None)}"
+            for f in inputs
+            if not getattr(f, "error", None)
+        )
+        self.segments = plan_segments(self.stages, source_salt=salt, data_salt=_digest(read))
         self.progress = progress or _NullProgress
 
     @classmethod
@@ -226,6 +273,7 @@ class Runner:
         for stage in stages:
             stage.check()
         inputs = stages[0].resolve_inputs(config.input)
+        OutputLayout(config.output).prepare()  # writable, no links out of it: before the cluster
         return cls(config, inputs, **kwargs)
 
     # -- resume bookkeeping ------------------------------------------------------------------
@@ -246,10 +294,14 @@ class Runner:
             state_path = self.layout.segment_state(seg.key)
             state = read_json(state_path) if state_path.exists() else {}
             old = state.get("fingerprint")
+            sizes = self._input_sizes(state.get("input_sizes", {})) if seg.has_source else None
+            if sizes is not None and sizes[1] and old is not None and not invalid:
+                log.warning("input %s changed since the last run: recomputing everything", sizes[1])
+                invalid = True
             if invalid or (old is not None and old != seg.fingerprint):
                 if old is not None:
                     log.warning(
-                        "stages %s changed since the last run: recomputing them",
+                        "stages %s or their input changed since the last run: recomputing them",
                         ", ".join(s.name for _, s in seg.stages),
                     )
                 invalid = True
@@ -258,12 +310,33 @@ class Runner:
             elif old is None:
                 self._reset_segment(seg)  # leftovers of a run that never recorded a fingerprint
             scoring = {folder: stage.score_fingerprint() for folder, stage in seg.stages}
-            write_json_atomic(
-                {"fingerprint": seg.fingerprint, "score_fingerprints": scoring}, state_path
-            )
+            new_state: dict[str, Any] = {
+                "fingerprint": seg.fingerprint,
+                "score_fingerprints": scoring,
+            }
+            if sizes is not None:
+                new_state["input_sizes"] = sizes[0]
+            write_json_atomic(new_state, state_path)
             for folder, _ in seg.stages:
                 clean_temporaries(self.layout.documents(folder))
                 clean_temporaries(self.layout.stage_log(folder))
+
+    def _input_sizes(self, old: dict[str, int | None]) -> tuple[dict[str, int | None], str | None]:
+        """The sizes to remember for the inputs, and the first input whose size changed.
+
+        An input unreachable now keeps the size it had (its parts are still valid); one that
+        was unreachable before has nothing to compare."""
+        sizes: dict[str, int | None] = {}
+        changed = None
+        for f in self.inputs:
+            url, size = _input_url(f), getattr(f, "size", None)
+            before = old.get(url)
+            if size is None:
+                size = before
+            elif before is not None and before != size and changed is None:
+                changed = url
+            sizes[url] = size
+        return sizes, changed
 
     def _keep_signals(self, seg: Segment, old_scoring: dict[str, str]) -> None:
         for folder, stage in seg.stages:
@@ -290,7 +363,10 @@ class Runner:
     # -- execution -----------------------------------------------------------------------------
     def _partitions(self, seg: Segment) -> list[Partition]:
         if seg.has_source:
-            return seg.stages[0][1].plan(self.inputs)
+            # planned with the unreachable inputs in place, so every other part keeps its id
+            parts = seg.stages[0][1].plan(self.inputs)
+            failed = {_input_url(f) for f in self.failed_inputs}
+            return [p for p in parts if getattr(p.spec, "url", None) not in failed]
         parts = list_parts(self.layout.documents(seg.input_key))
         return [
             Partition(id=p.name[len("part-") : -len(".parquet")], spec=str(p), size_hint=None)
@@ -326,6 +402,13 @@ class Runner:
                 )
                 bar.advance(0)
                 return
+            if "storage_error" in result:
+                if out.storage_error is None:
+                    log.error("output storage refuses writes: %s", result["storage_error"])
+                out.storage_error = out.storage_error or result["storage_error"]
+                out.failed.append({"part": result["part"], "error": result["storage_error"]})
+                bar.advance(0)
+                return
             out.results.append(result)
             bar.advance(result["stats"][-1]["docs_out"], result["stats"][0]["docs_in"])
 
@@ -338,6 +421,8 @@ class Runner:
                 if in_flight >= window:
                     collect(next(queue))
                     in_flight -= 1
+                if out.storage_error:  # every later part would fail at its first write
+                    break
                 job = PartJob(
                     root=str(self.layout.root),
                     segment_key=seg.key,
@@ -397,7 +482,43 @@ class Runner:
         write_json_atomic(done, marker)
         return SegmentOutcome(total=1, results=[done])
 
+    def _run_global_guarded(self, client: Any, seg: Segment) -> SegmentOutcome:
+        """A global stage that fails (a task error, a full disk) is reported like a failed
+        part; it is one unit of resume, so the next run redoes it whole."""
+        try:
+            return self._run_global_segment(client, seg)
+        except RefineError:
+            raise
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            log.error("global stage %s failed: %s", seg.key, error)
+            log.info("traceback of the failure in %s", seg.key, exc_info=True)
+            return SegmentOutcome(
+                total=1,
+                failed=[{"part": "global", "error": error}],
+                storage_error=error if storage_refuses(e) else None,
+            )
+
     def run(self, client: Any) -> RunSummary:
+        """Run every segment that is not done yet; write stats and ``report.json``.
+
+        Raises ``RunIncomplete`` (after writing the report) when parts failed, inputs could not
+        be reached or the output storage refused a write; what is finished is kept."""
+        try:
+            return self._run(client)
+        except OSError as e:  # a write of the driver's own (state, stats, report)
+            if not storage_refuses(e):
+                raise
+            raise RunIncomplete(self._storage_message(f"{type(e).__name__}: {e}")) from None
+
+    def _storage_message(self, error: str) -> str:
+        return (
+            f"the output storage refuses writes ({error}); finished parts are kept and nothing "
+            f"half-written counts as done: free space under {self.layout.root} and re-run the "
+            f"same command to resume"
+        )
+
+    def _run(self, client: Any) -> RunSummary:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         self.layout.prepare()
@@ -407,11 +528,12 @@ class Runner:
         }
         parts_total = parts_skipped = 0
         failed: list[dict[str, str]] = []
+        storage_error = None
         for seg in self.segments:
             if seg.kind == "map":
                 outcome = self._run_map_segment(client, seg)
             else:
-                outcome = self._run_global_segment(client, seg)
+                outcome = self._run_global_guarded(client, seg)
             parts_total += outcome.total
             parts_skipped += outcome.resumed
             for r in outcome.results:
@@ -420,6 +542,7 @@ class Runner:
             if outcome.failed:
                 # later stages would see an incomplete checkpoint: stop here
                 failed = [{"segment": seg.key, **f} for f in outcome.failed]
+                storage_error = outcome.storage_error
                 break
         merged: list[StageStats] = []
         entries = []
@@ -428,10 +551,15 @@ class Runner:
                 items = stage_stats[folder]
                 s = merge_stats(items) if items else StageStats(name=stage.name)
                 s.check_balance()
+                if stage.kind == "source" and self.failed_inputs:
+                    s.counters["inputs_unreachable"] = len(self.failed_inputs)
+                    for f in self.failed_inputs:
+                        s.error("input_unreachable", _input_url(f), f.error)
                 merged.append(s)
                 entry = {"folder": folder, "kind": stage.kind, **s.to_dict()}
                 write_json_atomic(entry, self.layout.stats(folder))
                 entries.append(entry)
+        unreachable = [{"url": _input_url(f), "error": f.error} for f in self.failed_inputs]
         report = {
             "refine_version": refine.__version__,
             "started_at": started.isoformat(),
@@ -443,23 +571,45 @@ class Runner:
                 "files": len(self.inputs),
                 "bytes": sum(f.size or 0 for f in self.inputs),
                 "urls": [f.url for f in self.inputs[:1000]],
+                "unreachable": len(unreachable),
             },
             "cluster": _cluster_facts(client),
-            "complete": not failed,
+            "complete": not failed and not unreachable,
             "parts": {"total": parts_total, "resumed": parts_skipped, "failed": len(failed)},
             "failed_parts": failed,
+            "failed_inputs": unreachable,
             "stages": entries,
         }
         write_json_atomic(report, self.layout.report())
+        if storage_error:
+            raise RunIncomplete(self._storage_message(storage_error))
         if failed:
             first = failed[0]
+            retries = self.config.cluster.retries
+            retried = "" if first["part"] == "global" else f" after {retries} retries"
             raise RunIncomplete(
-                f"{len(failed)} part(s) failed after {self.config.cluster.retries} retries "
+                f"{len(failed)} part(s) failed{retried} "
                 f"(first: part {first['part']} of {first['segment']}: {first['error']}); "
                 f"finished parts are kept, re-run the same command to retry the failed ones; "
                 f"see {self.layout.report()}"
             )
+        if unreachable:
+            first_input = unreachable[0]
+            raise RunIncomplete(
+                f"{len(unreachable)} input(s) could not be reached and were not read (first: "
+                f"{first_input['url']}: {first_input['error']}); everything else is written; "
+                f"re-run the same command to read them; see {self.layout.report()}"
+            )
         return RunSummary(report, parts_total, parts_skipped, merged)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _input_url(f: Any) -> str:
+    """An input's identity: InputFile.url, or the input itself for other source stages."""
+    return getattr(f, "url", None) or str(f)
 
 
 def _total_threads(client: Any) -> int:

@@ -12,12 +12,18 @@ OUTPUT/_state/                             resume bookkeeping (fingerprints, fin
 Every file is written under a temporary name in the same folder and renamed when complete, so a
 killed run leaves either a whole file or none (temporary names start with ``.`` and are ignored by
 Parquet dataset readers).
+
+Nothing is written outside OUTPUT: every name below it is built from checked single path
+components (stage names, part ids), and a folder inside it that is a symbolic link is refused
+before any work (writing or deleting through it would reach elsewhere). OUTPUT itself may be a
+link.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -29,10 +35,21 @@ import pyarrow.parquet as pq
 from refine.errors import RefineError
 
 TMP_PREFIX = ".tmp-"
+_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+#: The folders refine writes under OUTPUT, and how many levels of sub-folders below each are
+#: checked for links (``documents/NN_name``; ``_state/done/KEY``).
+_MANAGED = {"documents": 0, "stages": 0, "stats": 0, "tokens": 0, "_state": 1}
+
+
+def safe_component(name: str) -> str:
+    """``name`` if it is one plain path component (no separator, no ``..``, no leading dot)."""
+    if not isinstance(name, str) or not _COMPONENT.fullmatch(name) or ".." in name:
+        raise RefineError(f"{name!r} cannot name a file or folder under the output directory")
+    return name
 
 
 def stage_folder(index: int, name: str) -> str:
-    return f"{index:02d}_{name}"
+    return safe_component(f"{index:02d}_{name}")
 
 
 class OutputLayout:
@@ -40,29 +57,29 @@ class OutputLayout:
         self.root = Path(root).absolute()
 
     def documents(self, folder: str) -> Path:
-        return self.root / "documents" / folder
+        return self.root / "documents" / safe_component(folder)
 
     def stage_log(self, folder: str) -> Path:
-        return self.root / "stages" / folder
+        return self.root / "stages" / safe_component(folder)
 
     def stats(self, folder: str) -> Path:
-        return self.root / "stats" / f"{folder}.json"
+        return self.root / "stats" / f"{safe_component(folder)}.json"
 
     def report(self) -> Path:
         return self.root / "report.json"
 
     def segment_state(self, key: str) -> Path:
-        return self.root / "_state" / "segments" / f"{key}.json"
+        return self.root / "_state" / "segments" / f"{safe_component(key)}.json"
 
     def saved_signals(self, folder: str) -> Path:
         """A filter's decision logs from the previous run, kept while it is re-applied."""
-        return self.root / "_state" / "signals" / folder
+        return self.root / "_state" / "signals" / safe_component(folder)
 
     def done_dir(self, key: str) -> Path:
-        return self.root / "_state" / "done" / key
+        return self.root / "_state" / "done" / safe_component(key)
 
     def done_marker(self, key: str, part_id: str) -> Path:
-        return self.done_dir(key) / f"part-{part_id}.json"
+        return self.done_dir(key) / f"part-{safe_component(part_id)}.json"
 
     def prepare(self) -> None:
         """Create the output folder and prove it is writable, before any work starts."""
@@ -73,6 +90,41 @@ class OutputLayout:
             probe.unlink()
         except OSError as e:
             raise RefineError(f"output directory {self.root} is not writable: {e}") from None
+        self.refuse_links()
+
+    def refuse_links(self) -> None:
+        """Fail (``RefineError``) if a folder refine writes or deletes under OUTPUT is a
+        symbolic link: a re-run would write, or ``rmtree``, wherever it points. Looks only at
+        folders (a few per stage), never at the part files, so it costs nothing on big runs;
+        a linked *file* is harmless (an atomic rename replaces the link, not its target)."""
+
+        def walk(path: Path, depth: int) -> None:
+            try:
+                entries = list(os.scandir(path))
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            for entry in entries:
+                if entry.is_symlink():
+                    if entry.name.startswith(TMP_PREFIX):
+                        continue
+                    target = os.readlink(entry.path)
+                    raise RefineError(
+                        f"{entry.path} is a symbolic link (to {target}): refine writes only "
+                        f"inside the output directory; remove the link or set output: to "
+                        f"where it points"
+                    )
+                if depth > 0 and entry.is_dir(follow_symlinks=False):
+                    walk(Path(entry.path), depth - 1)
+
+        for name, depth in _MANAGED.items():
+            path = self.root / name
+            if path.is_symlink():
+                raise RefineError(
+                    f"{path} is a symbolic link (to {os.readlink(path)}): refine writes only "
+                    f"inside the output directory; remove the link or set output: to where "
+                    f"it points"
+                )
+            walk(path, depth)
 
 
 def _tmp_path(path: Path) -> Path:
@@ -106,7 +158,10 @@ def read_json(path: Path) -> Any:
 
 
 def remove_tree(path: Path) -> None:
-    if path.is_dir():
+    """Remove a file or folder; a symbolic link is removed itself, never what it points to."""
+    if path.is_symlink():
+        path.unlink()
+    elif path.is_dir():
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
