@@ -57,7 +57,7 @@ def bare_loop(warc: Path, engine: str) -> tuple[int, float]:
     for rec in ArchiveIterator(str(warc), parse_http=True, quirks_mode=True):
         if rec.record_type != WarcRecordType.response:
             continue
-        ct = rec.http_headers.get("Content-Type") or ""
+        ct = (rec.http_headers.get("Content-Type") if rec.http_headers else None) or ""
         if "html" not in ct:
             continue
         body = rec.reader.read()
