@@ -189,11 +189,22 @@ def without_hidden(table: Any) -> Any:
 
 @dataclass
 class SegmentOutcome:
+    """What a segment did. Part results are added up as they arrive (``add``): the driver holds
+    one StageStats per stage, never one per part (a full crawl has millions of parts)."""
+
     total: int = 0
     resumed: int = 0
-    results: list[dict[str, Any]] = field(default_factory=list)
+    done: int = 0  # parts whose results were added, resumed ones included
+    stats: list[StageStats] | None = None  # per stage of the segment, summed over parts
     failed: list[dict[str, str]] = field(default_factory=list)
     storage_error: str | None = None  # the output storage refused a write: the run stops
+
+    def add(self, result: dict[str, Any]) -> None:
+        parts = [StageStats.from_dict(d) for d in result["stats"]]
+        self.stats = (
+            parts if self.stats is None else [a + b for a, b in zip(self.stats, parts, strict=True)]
+        )
+        self.done += 1
 
 
 @dataclass
@@ -379,17 +390,17 @@ class Runner:
         partitions = self._partitions(seg)
         out = SegmentOutcome(total=len(partitions))
         todo: list[Partition] = []
+        names = "+".join(s.name for _, s in seg.stages)
+        bar = self.progress(names, len(partitions))
         for part in partitions:
             marker = self.layout.done_marker(seg.key, part.id)
             if marker.exists():
-                out.results.append(read_json(marker))
+                d = read_json(marker)
+                out.add(d)
+                bar.advance(d["stats"][-1]["docs_out"], d["stats"][0]["docs_in"], resumed=True)
             else:
                 todo.append(part)
-        out.resumed = len(out.results)
-        names = "+".join(s.name for _, s in seg.stages)
-        bar = self.progress(names, len(partitions))
-        for d in out.results:
-            bar.advance(d["stats"][-1]["docs_out"], d["stats"][0]["docs_in"], resumed=True)
+        out.resumed = out.done
         part_of: dict[str, str] = {}
 
         def collect(fut: Any) -> None:
@@ -409,7 +420,7 @@ class Runner:
                 out.failed.append({"part": result["part"], "error": result["storage_error"]})
                 bar.advance(0)
                 return
-            out.results.append(result)
+            out.add(result)
             bar.advance(result["stats"][-1]["docs_out"], result["stats"][0]["docs_in"])
 
         reuse = self._reuse(seg)
@@ -455,7 +466,9 @@ class Runner:
         folder, stage = seg.stages[0]
         marker = self.layout.done_marker(seg.key, "global")
         if marker.exists():
-            return SegmentOutcome(total=1, resumed=1, results=[read_json(marker)])
+            outcome = SegmentOutcome(total=1, resumed=1)
+            outcome.add(read_json(marker))
+            return outcome
         # a global stage is one unit of resume: whatever a killed attempt wrote is redone
         remove_tree(self.layout.documents(folder))
         remove_tree(self.layout.stage_log(folder))
@@ -480,7 +493,9 @@ class Runner:
             self.progress.finished(stage.name, stats.docs_in, stats.docs_out, stats.seconds)
         done = {"part": "global", "fingerprint": seg.fingerprint, "stats": [stats.to_dict()]}
         write_json_atomic(done, marker)
-        return SegmentOutcome(total=1, results=[done])
+        outcome = SegmentOutcome(total=1)
+        outcome.add(done)
+        return outcome
 
     def _run_global_guarded(self, client: Any, seg: Segment) -> SegmentOutcome:
         """A global stage that fails (a task error, a full disk) is reported like a failed
@@ -536,9 +551,8 @@ class Runner:
                 outcome = self._run_global_guarded(client, seg)
             parts_total += outcome.total
             parts_skipped += outcome.resumed
-            for r in outcome.results:
-                for (folder, _), s in zip(seg.stages, r["stats"], strict=True):
-                    stage_stats[folder].append(StageStats.from_dict(s))
+            for (folder, _), s in zip(seg.stages, outcome.stats or [], strict=False):
+                stage_stats[folder].append(s)
             if outcome.failed:
                 # later stages would see an incomplete checkpoint: stop here
                 failed = [{"segment": seg.key, **f} for f in outcome.failed]

@@ -63,7 +63,9 @@ class StageStats:
             cpu_seconds=self.cpu_seconds + other.cpu_seconds,
             parts=self.parts + other.parts,
             counters=self.counters + other.counters,
-            errors=(self.errors + other.errors)[:MAX_ERROR_SAMPLES],
+            # the smallest by source, not the first to arrive: the report does not depend on
+            # which parts finished first, and the sum is bounded whatever the number of parts
+            errors=sorted(self.errors + other.errors, key=_error_key)[:MAX_ERROR_SAMPLES],
             examples=(self.examples + other.examples)[:MAX_EXAMPLES],
         )
 
@@ -113,6 +115,10 @@ class StageStats:
                 f"stage {self.name}: docs_in={self.docs_in} != docs_out={self.docs_out} + "
                 f"dropped={self.docs_dropped} ({dict(self.dropped)})"
             )
+
+
+def _error_key(e: dict[str, Any]) -> tuple[str, str, str]:
+    return (str(e.get("source") or ""), str(e.get("reason") or ""), str(e.get("detail") or ""))
 
 
 def merge_stats(items: list[StageStats]) -> StageStats:
