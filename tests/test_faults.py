@@ -1,4 +1,5 @@
-"""Faults a long run meets: a worker killed with SIGKILL mid-run (issue 8, first slice)."""
+"""Faults a long run meets: a worker killed with SIGKILL mid-run, and the same output whatever
+the number of workers (issue 8)."""
 
 from __future__ import annotations
 
@@ -66,13 +67,13 @@ def test_worker_killed_mid_run_changes_nothing(tmp_path):
 
 
 def _all_digests(out: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted((out / "documents").rglob("part-*.parquet"))
-    }
+    """Every document part of every stage, and every file under tokens/ (shards, manifest)."""
+    files = sorted((out / "documents").rglob("part-*.parquet"))
+    files += sorted(p for p in (out / "tokens").rglob("*") if p.is_file())
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
-def test_same_config_gives_byte_identical_documents_with_1_2_4_workers(tmp_path):
+def test_same_config_gives_byte_identical_documents_and_shards_with_1_2_4_workers(tmp_path):
     data = require_shared_data()
     inputs = [
         str(p) for p in sorted((data / "warc").glob("*.warc.gz")) if "web-pages" not in p.name
@@ -80,7 +81,8 @@ def test_same_config_gives_byte_identical_documents_with_1_2_4_workers(tmp_path)
     stages = (
         "  - read: {slice_mb: 0.1}\n  - extract: {engine: resiliparse}\n"
         "  - url_filter: {}\n  - gopher_repetition: {}\n  - gopher_quality: {}\n  - c4: {}\n"
-        "  - pii: {}\n  - dedup_url: {}\n  - dedup_exact: {}\n"
+        "  - pii: {}\n  - dedup_url: {}\n  - dedup_exact: {}\n  - dedup_minhash: {}\n"
+        "  - shuffle: {seed: 5, docs_per_part: 16}\n  - tokenize: {shard_tokens: 20000}\n"
     )
     digests = []
     for workers in (1, 2, 4):
@@ -92,4 +94,6 @@ def test_same_config_gives_byte_identical_documents_with_1_2_4_workers(tmp_path)
         assert r.returncode == 0, r.stderr[-2000:]
         digests.append(_all_digests(out))
     assert len(digests[0]) > 20  # every stage's parts
+    shards = [k for k in digests[0] if k.startswith("tokens/") and k.endswith(".bin")]
+    assert len(shards) > 4 and "tokens/manifest.json" in digests[0]
     assert digests[0] == digests[1] == digests[2]

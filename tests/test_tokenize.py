@@ -31,7 +31,14 @@ from refine.tokenize.tokenizer import (
     load_tokenizer,
     train_tokenizer,
 )
-from refine.tokenize.writers import read_megatron_index
+from refine.tokenize.writers import (
+    FORMATS,
+    file_facts,
+    read_megatron_index,
+    read_shard_tokens,
+    write_hashed,
+    write_shard,
+)
 
 ODD_TEXTS = [
     "Hello world",
@@ -141,6 +148,76 @@ def test_train_tokenizer_and_untrained_tokens(tmp_path):
     res = tokenize_table(table, tok, info)
     assert res.untrained.tolist()[0] == 0 and res.untrained.tolist()[1] > 0  # unseen bytes
     assert tok.decode(res.input_ids(1)[:-1]) == "日本"
+
+
+def test_untrained_counts_per_document(tmp_path):
+    """Per-document counts of untrained ids, against a plain Python count of each document's
+    ids; documents without text are dropped, whatever column they lack."""
+    corpus = tmp_path / "en.txt"
+    corpus.write_text("The quick brown fox jumps over the lazy dog. " * 300)
+    path = train_tokenizer([corpus], 400, tmp_path / "tok.json")
+    info = describe(str(path))
+    tok = load_tokenizer(str(path))
+    texts = ["The lazy dog.", "日本 and ü", None, "", "fox ✓✓ dog", "Ω" * 7]
+    table = pa.table({"id": [str(i) for i in range(6)], "text": texts})
+    res = tokenize_table(table, tok, info, batch_docs=2)
+    assert res.has_text.to_pylist() == [True, True, False, False, True, True]
+    assert res.meta["id"].to_pylist() == ["0", "1", "4", "5"]
+    assert res.meta["source"].null_count == 4  # no source column: nulls, not an error
+    bad = set(info.untrained_ids)
+    expected = [sum(i in bad for i in res.input_ids(k)) for k in range(4)]
+    assert res.untrained.tolist() == expected and expected[0] == 0 and min(expected[1:]) > 0
+    empty = tokenize_table(pa.table({"id": ["a"], "text": [""]}), tok, info)
+    assert empty.meta.num_rows == 0 and len(empty.tokens) == 0 and empty.offsets.tolist() == [0]
+
+
+def _shard_input(n_docs: int, vocab: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 50, n_docs)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tokens = rng.integers(0, vocab, int(offsets[-1])).astype(np.uint32)
+    ids = pa.array([f"d{i}" for i in range(n_docs)])
+    return tokens, offsets, ids
+
+
+@pytest.mark.parametrize("vocab", [50257, 100_000])  # uint16 files; int32/uint32 files
+def test_shard_files_are_hashed_as_written(tmp_path, vocab):
+    """The manifest facts computed while writing are the files' real size and sha256, every
+    format reads back the same tokens, and no temporary file is left behind."""
+    from dataclasses import replace
+
+    info = replace(describe(GPT2_SPEC), vocab_size=vocab)
+    tokens, offsets, ids = _shard_input(300, vocab)
+    entry = write_shard(tmp_path, 3, list(FORMATS), tokens, offsets, ids, ids, info)
+    assert entry["name"] == "shard-00003"
+    assert (entry["documents"], entry["tokens"]) == (300, len(tokens))
+    on_disk = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if f.is_file())
+    assert on_disk == sorted(entry["files"])  # nothing else (no .tmp-*)
+    for rel, facts in entry["files"].items():
+        assert facts == file_facts(tmp_path / rel), rel
+    width = {50257: 2, 100_000: 4}[vocab]
+    for fmt in ("megatron", "flat"):
+        assert entry["files"][f"{fmt}/shard-00003.bin"]["bytes"] == width * len(tokens)
+    for fmt in FORMATS:
+        got, got_offsets = read_shard_tokens(tmp_path, fmt, "shard-00003", info.token_dtype)
+        assert np.array_equal(got, tokens) and np.array_equal(got_offsets, offsets), fmt
+    try:  # Megatron's own reader too, when it is installed (the int32 case is only here)
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+    except ImportError:
+        return
+    ds = IndexedDataset(str(tmp_path / "megatron" / "shard-00003"))
+    assert len(ds) == 300 and ds[299].tolist() == tokens[offsets[299] :].tolist()
+    assert np.array_equal(np.concatenate([ds[i] for i in range(300)]), tokens)
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    def half_then_fail(f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_hashed(tmp_path / "x.bin", half_then_fail)
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- integration -------------------------------------------------------------------------------

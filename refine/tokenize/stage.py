@@ -4,15 +4,20 @@ A global stage in three phases over the previous checkpoint (usually ``shuffle``
 part order is the training order):
 
 1. per part (a Dask task each): ``encode_batch`` the texts, ``[BOS] tokens EOS`` per document,
-   written as a token part (``id``, ``source``, ``num_tokens``, ``input_ids``) in the scratch dir,
-   plus the decision log; returns the part's token count;
+   written as a token part in the scratch dir (``id``, ``source``, ``num_tokens`` as Arrow IPC,
+   the tokens as a raw uint32 ``.npy``), plus the decision log; returns the part's token count;
 2. the driver adds up the per-part token counts (one integer per part) into each part's global
    token offset. A document belongs to shard ``start // shard_tokens`` where ``start`` is its
    global token offset: a shard holds about ``shard_tokens`` tokens, documents are never split,
    and the cut depends only on the documents' order and lengths, never on partitions or workers.
    A cheap pass over the ``num_tokens`` columns finds which windows are non-empty;
 3. per shard (a Dask task each): read the token parts that overlap its window (one at a time),
-   keep the documents that start in it, write every configured format, hash the files.
+   keep the documents that start in it, write every configured format in one pass (each file
+   hashed as it is written, each on-disk dtype cast once; see ``writers``).
+
+Cost (``scripts/bench_tokenize.py``): the stage spends about 10% more CPU than the bare
+``encode_batch_fast`` calls inside it; half of that is reading the ids out of ``tokenizers``'
+Python lists, which any user of the ids pays, and most of the rest is the Parquet shard.
 
 Memory per task is bounded by one part or one shard; the driver holds one integer per part and
 one manifest entry per shard. The same documents in the same order give byte-identical shards.
@@ -22,6 +27,7 @@ checkpoint contract (documents after every global stage) holds.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -50,9 +56,9 @@ from refine.pipeline.stats import StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_json_atomic, write_parquet_atomic
 from refine.tokenize.tokenizer import (
     GPT2_SPEC,
+    TokenBuffer,
     TokenizerInfo,
     describe,
-    encode_documents,
     load_tokenizer,
     tokenizer_hash,
 )
@@ -94,15 +100,20 @@ class Tokenize(GlobalStage):
     Params = TokenizeParams
 
     def info(self) -> TokenizerInfo:
-        p = self.params
-        return describe(
-            p.tokenizer,
-            eos_token=p.eos_token,
-            bos=p.bos,
-            bos_token=p.bos_token,
-            pad_token=p.pad_token,
-            untrained_file=p.untrained_ids,
-        )
+        """Worked out once per stage object (``check`` then ``run``): it parses the
+        tokenizer's JSON, tens of milliseconds."""
+        cached = getattr(self, "_info", None)
+        if cached is None:
+            p = self.params
+            cached = self._info = describe(
+                p.tokenizer,
+                eos_token=p.eos_token,
+                bos=p.bos,
+                bos_token=p.bos_token,
+                pad_token=p.pad_token,
+                untrained_file=p.untrained_ids,
+            )
+        return cached
 
     def check(self) -> None:
         try:
@@ -221,37 +232,43 @@ class TokenizedPart:
 def tokenize_table(
     table: pa.Table, tok: Any, info: TokenizerInfo, batch_docs: int = 512
 ) -> TokenizedPart:
-    """Pure function on one partition (no I/O). Documents without text are dropped."""
-    texts = table["text"] if "text" in table.column_names else pa.nulls(table.num_rows)
+    """Pure function on one partition (no I/O). Documents without text are dropped.
+
+    Texts become Python strings one batch at a time (``tokenizers`` takes nothing else), so
+    the partition's text is not held twice."""
+    n_in = table.num_rows
+    texts = table["text"] if "text" in table.column_names else pa.nulls(n_in, pa.large_string())
     has_text = pc.fill_null(pc.greater(pc.utf8_length(texts.cast(pa.large_string())), 0), False)
-    kept_rows = table.filter(has_text)
-    values = kept_rows["text"].to_pylist() if kept_rows.num_rows else []
-    flats, offs = [], [np.zeros(1, np.int64)]
-    base = 0
-    for i in range(0, len(values), batch_docs):
-        flat, off = encode_documents(tok, values[i : i + batch_docs], info)
-        flats.append(flat)
-        offs.append(off[1:] + base)
-        base += int(off[-1])
-    flat = np.concatenate(flats) if flats else np.zeros(0, np.uint32)
-    offsets = np.concatenate(offs)
+    if isinstance(has_text, pa.ChunkedArray):
+        has_text = has_text.combine_chunks()
+    kept = pc.filter(texts, has_text)
+    buf = TokenBuffer()
+    for i in range(0, len(kept), batch_docs):
+        buf.encode(tok, kept.slice(i, batch_docs).to_pylist(), info)
+    flat, offsets = buf.arrays()
     lengths = np.diff(offsets)
     untrained = np.zeros(len(lengths), np.int64)
     if info.untrained_ids and len(flat):
-        hit = np.isin(flat, np.asarray(info.untrained_ids, dtype=np.uint32))
+        hit = untrained_table(info)[flat]
         if hit.any():
-            doc_of = np.repeat(np.arange(len(lengths)), lengths)
-            untrained = np.bincount(doc_of[hit], minlength=len(lengths))
-    n = kept_rows.num_rows
+            untrained = np.add.reduceat(hit.astype(np.int64), offsets[:-1])
 
     def col(name: str) -> Any:
-        return kept_rows[name] if name in kept_rows.column_names else pa.nulls(n, pa.string())
+        if name not in table.column_names:
+            return pa.nulls(len(lengths), pa.string())
+        return pc.filter(table[name], has_text).cast(pa.string())
 
-    meta = pa.table(
-        [col("id").cast(pa.string()), col("source").cast(pa.string()), pa.array(lengths)],
-        schema=META_SCHEMA,
-    )
+    meta = pa.table([col("id"), col("source"), pa.array(lengths)], schema=META_SCHEMA)
     return TokenizedPart(meta, flat, offsets, has_text, untrained)
+
+
+@functools.lru_cache(maxsize=8)
+def untrained_table(info: TokenizerInfo) -> np.ndarray:
+    """A bool per id, True for the untrained ones: one gather per token (``np.isin`` would make
+    a pass over the tokens per untrained id)."""
+    table = np.zeros(info.vocab_size, dtype=bool)
+    table[[i for i in info.untrained_ids if 0 <= i < info.vocab_size]] = True
+    return table
 
 
 def _tokenize_part(
@@ -262,16 +279,19 @@ def _tokenize_part(
     info: TokenizerInfo,
     batch_docs: int,
 ) -> dict[str, Any]:
-    """Phase 1 for one part: scratch ``STEM.meta.parquet`` + ``STEM.tokens.npy`` (raw uint32:
-    nearly free to write, memory-mapped by the shard writers), the decision log, the stats."""
+    """Phase 1 for one part: scratch ``STEM.meta.arrow`` (Arrow IPC) + ``STEM.tokens.npy`` (raw
+    uint32), both nearly free to write and memory-mapped by the shard writers; the decision log;
+    the stats. Only the columns it needs are read from the part."""
     t0, c0 = time.perf_counter(), time.process_time()
     tok = load_tokenizer(info.spec)
-    table = pq.read_table(part)
+    with pq.ParquetFile(part) as pf:
+        names = set(pf.schema_arrow.names)
+        table = pf.read(columns=[c for c in ("id", "url", "source", "text") if c in names])
     res = tokenize_table(table, tok, info, batch_docs)
     stem = Path(part).stem
     meta = res.meta
     if meta.num_rows:
-        write_parquet_atomic(meta, Path(tok_dir) / f"{stem}.meta.parquet")
+        _save_ipc_atomic(meta, Path(tok_dir) / f"{stem}.meta.arrow")
         _save_npy_atomic(res.tokens, Path(tok_dir) / f"{stem}.tokens.npy")
     n = table.num_rows
     stats = StageStats(name="tokenize", parts=1, docs_in=n, docs_out=meta.num_rows)
@@ -314,6 +334,24 @@ def _tokenize_part(
     return {"stats": stats.to_dict(), "tokens": tokens}
 
 
+def _save_ipc_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _read_meta(token_part: str, columns: list[str] | None = None) -> pa.Table:
+    with pa.memory_map(f"{token_part}.meta.arrow") as source:
+        table = pa.ipc.open_file(source).read_all()
+    return table.select(columns) if columns else table
+
+
 def _save_npy_atomic(array: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
@@ -341,9 +379,10 @@ def _windows(token_part: str, start: int, size: int) -> set[int]:
     return set((_doc_starts(token_part, start) // size).tolist())
 
 
-def _doc_starts(token_part: str, start: int) -> np.ndarray:
-    lengths = pq.read_table(f"{token_part}.meta.parquet", columns=["num_tokens"])
-    lengths = lengths["num_tokens"].to_numpy()
+def _doc_starts(token_part: str, start: int, meta: pa.Table | None = None) -> np.ndarray:
+    if meta is None:
+        meta = _read_meta(token_part, ["num_tokens"])
+    lengths = meta["num_tokens"].to_numpy()
     return start + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
 
 
@@ -355,11 +394,12 @@ def _write_shard_job(
     index, lo, hi, overlap = job
     metas, toks = [], []
     for token_part, start in overlap:
-        starts = _doc_starts(token_part, start)
+        meta = _read_meta(token_part)
+        starts = _doc_starts(token_part, start, meta)
         a, b = np.searchsorted(starts, [lo, hi])
         if a == b:
             continue
-        meta = pq.read_table(f"{token_part}.meta.parquet").slice(a, b - a)
+        meta = meta.slice(a, b - a)
         first = int(starts[a] - start)
         last = int(starts[b] - start) if b < len(starts) else None
         tokens = np.load(f"{token_part}.tokens.npy", mmap_mode="r")
