@@ -109,3 +109,87 @@ def test_limit_is_a_param(tmp_path):
     docs = corpus()
     _, got, _ = run_stage(tmp_path, docs, 3, 1, max_occurrences=20)
     assert got == dict(docs)  # nothing occurs more than 20 times
+
+
+HOT = "Skip to main content and browse the site navigation menu"
+EDGE_KEPT = "Share this article with your friends on social media"
+EDGE_REMOVED = "Sign up for the daily briefing delivered to your inbox"
+
+
+def hot_corpus(n_docs: int = 420, limit: int = 6) -> list[tuple[str, str]]:
+    """One boilerplate line in every document (a third have it twice, in another case and
+    spacing), one line exactly ``limit`` times (kept) and one ``limit + 1`` times (removed)."""
+    docs = []
+    for i in range(n_docs):
+        lines = [HOT if i % 2 else "  " + HOT.upper()]
+        if i % 5:
+            lines.append(f"Document {i} has a paragraph of its own about topic {i * 7919 % 1009}.")
+        if i % 3 == 0:
+            lines.append(HOT.lower().replace(" ", "   "))
+        if i % 71 == 0:
+            lines.append(EDGE_KEPT)
+        if i % 60 == 0:
+            lines.append(EDGE_REMOVED)
+        docs.append((f"h{(i * 37) % n_docs:04d}", "\n".join(lines)))
+    assert sum(EDGE_KEPT in t for _, t in docs) == limit
+    assert sum(EDGE_REMOVED in t for _, t in docs) == limit + 1
+    return docs
+
+
+@pytest.mark.parametrize("n_parts, workers", [(1, 1), (3, 2), (7, 2)])
+def test_a_line_in_every_document_is_shuffled_as_one_row_per_part(tmp_path, n_parts, workers):
+    """Issue 5: a boilerplate line in every document must not bring all its occurrences to one
+    shuffled partition; each part sends its own count, so the line's rows in the shuffle are
+    at most the number of parts, and the result is the same as counting every occurrence."""
+    docs = hot_corpus()
+    stats, got, logs = run_stage(tmp_path, docs, n_parts, workers)
+    assert got == expected(docs)
+    counts = Counter(
+        normalize_line(line) for _, t in docs for line in t.split("\n") if len(line.strip()) >= 20
+    )
+    hot = normalize_line(HOT)
+    occurrences = counts[hot]
+    assert occurrences == 420 + 140
+    # the hot line is in every part: one shuffled row per part, never one per occurrence
+    assert stats.counters["max_rows_per_line_key"] == n_parts
+    assert stats.counters["max_rows_per_line_key"] < occurrences
+    frequent = sorted((-n, line) for line, n in counts.items() if n > 6)
+    assert [(-e["count"], normalize_line(e["line"])) for e in stats.examples] == frequent
+    assert stats.counters["repeated_lines"] == len(frequent) == 2
+    assert stats.examples[0]["id"] == min(d for d, _ in docs)  # the hot line is in all of them
+    with_edge = [d for d, t in docs if EDGE_REMOVED in t]
+    assert stats.examples[1]["id"] == min(with_edge)
+    assert stats.counters["lines_removed"] == occurrences + 7
+    emptied = {d for d, _ in docs} - set(expected(docs))  # every line of theirs repeated
+    assert stats.dropped == {"empty_after_line_dedup": len(emptied)} and emptied
+    stats.check_balance()
+    log = {r["id"]: r for r in pq.read_table(logs).to_pylist()}
+    assert len(log) == len(docs)
+    for doc_id, text in docs:
+        removed = sum(
+            counts[normalize_line(x)] > 6 for x in text.split("\n") if len(x.strip()) >= 20
+        )
+        assert log[doc_id]["lines_removed"] == removed
+        assert log[doc_id]["kept"] == (doc_id not in emptied)
+
+
+def test_each_part_shuffles_one_row_per_distinct_line(tmp_path):
+    """Phase 1 combines before the shuffle: a part's shuffled rows are its distinct lines, each
+    with its number of occurrences in the part (ground truth: a Counter over the part)."""
+    docs = hot_corpus()[:90]
+    part = tmp_path / "part-00000.parquet"
+    pq.write_table(
+        pa.table({"id": [d for d, _ in docs], "text": pa.array([t for _, t in docs])}), part
+    )
+    stage = DedupLines(DedupLines.Params())
+    stage._write_keys(str(part), str(tmp_path / "keys"), str(tmp_path / "lines"))
+    keys = pq.read_table(tmp_path / "keys" / "part-00000.parquet").to_pylist()
+    by_line = Counter(
+        normalize_line(x) for _, t in docs for x in t.split("\n") if len(x.strip()) >= 20
+    )
+    assert sorted(r["count"] for r in keys) == sorted(by_line.values())
+    assert len({r["key"] for r in keys}) == len(keys) == len(by_line)
+    assert {r["part"] for r in keys} == {"part-00000"}
+    assert max(r["count"] for r in keys) == by_line[normalize_line(HOT)] == 90 + 30
+    occurrences = pq.read_table(tmp_path / "lines" / "part-00000.parquet")
+    assert occurrences.num_rows == sum(by_line.values())  # kept beside the part, not shuffled

@@ -1,19 +1,25 @@
 """``dedup_lines``: drop lines that occur more than ``max_occurrences`` times across the corpus
 (Llama 3's line-level dedup; CCNet's paragraph hashing), as a global stage in three phases:
 
-1. per part: a 64-bit hash of every normalised line of at least ``min_chars`` characters, with
-   (part, row, line) — small tables, never the text;
-2. Dask's shuffle on the hash, then per shuffled partition the count of each hash; the
-   (part, row, line, count) of every line whose hash is too frequent goes through a shuffle on
-   the part and is written as one file per part;
-3. per part: those lines are removed from the documents; a document left with no text is
-   dropped (``empty_after_line_dedup``); the decision log counts removed lines and bytes.
+1. per part: a 64-bit hash of every normalised line of at least ``min_chars`` characters. Its
+   occurrences (hash, row, line) stay beside the part, unshuffled; what goes on is the part's
+   *combined* counts, one row (hash, part, count) per distinct line of the part;
+2. Dask's shuffle on the hash, then per shuffled partition each hash's corpus count (the sum over
+   the parts); the (part, hash, count) of every hash counted more than ``max_occurrences`` times
+   goes through a shuffle on the part and is written as one file per part;
+3. per part: its occurrences of those hashes are removed from the documents; a document left
+   with no text is dropped (``empty_after_line_dedup``); the decision log counts removed lines
+   and bytes.
 
 The stats count the distinct repeated lines (``repeated_lines``), lines and bytes removed, and
 keep the ``MAX_EXAMPLES`` most repeated removed lines with their corpus count and a document they
-were removed from.
+were removed from. ``max_rows_per_line_key`` is the most rows one removed line's hash brought to
+its shuffled partition: one per part the line occurs in, whatever its number of occurrences.
 
-Memory per task is bounded by a part or a shuffled partition, never the corpus.
+Memory per task is bounded by a part or a shuffled partition, never the corpus: a line in 10^8
+documents is at most one shuffled row per part (summing per part first is the combiner of a
+map-reduce word count), so a shuffled partition holds at most (distinct lines per part) x
+(parts) rows, not one row per occurrence.
 """
 
 from __future__ import annotations
@@ -65,31 +71,38 @@ class DedupLines(GlobalStage):
         parts = [str(p) for p in list_parts(Path(ctx.input_dir))]
         work = Path(ctx.work_dir)
         remove_tree(work)
-        keys_dir, flags_dir = work / "keys", work / "flags"
+        keys_dir, lines_dir, flags_dir = work / "keys", work / "lines", work / "flags"
         client = ctx.client
-        client.gather(client.map(self._write_keys, parts, [str(keys_dir)] * len(parts), pure=False))
-        if parts:
-            self._flag(keys_dir, flags_dir, len(parts))
         n = len(parts)
+        client.gather(
+            client.map(
+                self._write_keys, parts, [str(keys_dir)] * n, [str(lines_dir)] * n, pure=False
+            )
+        )
+        if parts:
+            self._flag(keys_dir, flags_dir, n)
         futures = client.map(
             self._apply,
             parts,
             [str(flags_dir)] * n,
+            [str(lines_dir)] * n,
             [ctx.output_dir] * n,
             [ctx.log_dir] * n,
             pure=False,
         )
         stats = StageStats(name=self.name)
         examples: dict[str, dict] = {}
-        clusters = 0.0
-        for part_stats, line_share in client.gather(futures):
+        repeated, max_rows = 0, 0
+        for part_stats, part_repeated, part_max_rows in client.gather(futures):
             stats = stats + StageStats.from_dict(part_stats)
-            clusters += line_share
+            repeated += part_repeated
+            max_rows = max(max_rows, part_max_rows)
             for e in part_stats["examples"]:  # one per line: the document with the smallest id
                 old = examples.get(e["normalized"])
                 if old is None or e["id"] < old["id"]:
                     examples[e["normalized"]] = e
-        stats.counters["repeated_lines"] = round(clusters)
+        stats.counters["repeated_lines"] = repeated
+        stats.counters["max_rows_per_line_key"] = max_rows
         stats.examples = pick_examples(list(examples.values()), key=_most_repeated)
         for e in stats.examples:
             del e["normalized"]
@@ -98,7 +111,10 @@ class DedupLines(GlobalStage):
         remove_tree(work)
         return stats
 
-    def _write_keys(self, part: str, keys_dir: str) -> None:
+    def _write_keys(self, part: str, keys_dir: str, lines_dir: str) -> None:
+        """Phase 1: the part's line occurrences to ``lines_dir`` (read back by its own apply
+        task), and one row per distinct line with its count in the part to ``keys_dir`` (the
+        only rows that are shuffled)."""
         table = pq.read_table(part, columns=["text"])
         part_id = Path(part).stem
         keys, rows, lines = [], [], []
@@ -108,12 +124,20 @@ class DedupLines(GlobalStage):
                     keys.append(line_key(line))
                     rows.append(row)
                     lines.append(i)
-        out = pa.table(
+        occurrences = pa.table(
             {
                 "key": pa.array(keys, pa.int64()),
-                "part": pa.array([part_id] * len(keys), pa.string()),
                 "row": pa.array(rows, pa.int64()),
                 "line": pa.array(lines, pa.int64()),
+            }
+        )
+        write_parquet_atomic(occurrences, Path(lines_dir) / f"{part_id}.parquet")
+        counts = occurrences.group_by("key", use_threads=False).aggregate([("key", "count")])
+        out = pa.table(
+            {
+                "key": counts["key"],
+                "part": pa.array([part_id] * counts.num_rows, pa.string()),
+                "count": counts["key_count"],
             }
         )
         write_parquet_atomic(out, Path(keys_dir) / f"{part_id}.parquet")
@@ -124,33 +148,39 @@ class DedupLines(GlobalStage):
         ddf = dd.read_parquet(str(keys_dir))
         split = max(1, min(n_parts, ddf.npartitions))
         limit = self.params.max_occurrences
-        meta = {"part": "string", "row": "int64", "line": "int64", "n": "int64"}
         frequent = ddf.shuffle(on="key", npartitions=split).map_partitions(
-            _frequent_lines, limit, meta=meta
+            _frequent_keys, limit, meta=_FLAG_TYPES
         )
         write_by_part(frequent, flags_dir, split)
 
     def _apply(
-        self, part: str, flags_dir: str, output_dir: str, log_dir: str
-    ) -> tuple[dict, float]:
-        """Rewrite one part; returns its stats and its share of the distinct repeated lines
-        (the sum of 1/count over its removed lines: each line's occurrences add up to 1)."""
+        self, part: str, flags_dir: str, lines_dir: str, output_dir: str, log_dir: str
+    ) -> tuple[dict, int, int]:
+        """Rewrite one part; returns its stats, the repeated lines it counts (each at the first
+        part it occurs in, so the sum over parts is the number of distinct repeated lines) and
+        the most shuffled rows of one of its removed lines' hashes."""
         t0, c0 = time.perf_counter(), time.process_time()
         table = pq.read_table(part)
         part_id = Path(part).stem
         drop: dict[int, dict[int, int]] = {}  # row -> line number -> corpus count
         flag_path = Path(flags_dir) / f"part={part_id}"
-        line_share = 0.0
+        repeated, max_rows = 0, 0
         if flag_path.is_dir():
-            flags = pq.read_table(flag_path, columns=["row", "line", "n"])
+            flags = pq.read_table(flag_path, columns=["key", "n", "rows", "first"])
+            occurrences = pq.read_table(Path(lines_dir) / f"{part_id}.parquet")
+            where = pc.index_in(occurrences["key"], value_set=flags["key"])
+            found = pc.is_valid(where)
+            removed = occurrences.filter(found)
+            counts = flags["n"].take(where.filter(found))
             for row, line, count in zip(
-                flags["row"].to_pylist(),
-                flags["line"].to_pylist(),
-                flags["n"].to_pylist(),
+                removed["row"].to_pylist(),
+                removed["line"].to_pylist(),
+                counts.to_pylist(),
                 strict=True,
             ):
                 drop.setdefault(row, {})[line] = count
-                line_share += 1 / count
+            repeated = int(pc.sum(flags["first"].cast(pa.int64())).as_py() or 0)
+            max_rows = int(pc.max(flags["rows"]).as_py() or 0)
         texts = table["text"].to_pylist()
         ids = table["id"].to_pylist()
         seen: dict[str, dict] = {}  # normalised removed line -> example
@@ -211,19 +241,28 @@ class DedupLines(GlobalStage):
         stats.examples = heapq.nsmallest(MAX_EXAMPLES, seen.values(), key=_most_repeated)
         stats.seconds = time.perf_counter() - t0
         stats.cpu_seconds = time.process_time() - c0
-        return stats.to_dict(), line_share
+        return stats.to_dict(), repeated, max_rows
 
 
 def _most_repeated(example: dict) -> tuple:
     return (-example["count"], example["normalized"])
 
 
-def _frequent_lines(df: Any, limit: int) -> Any:
-    """pandas, one shuffled partition: the occurrences of every key seen more than ``limit``
-    times (all of them: a boilerplate line is removed everywhere, as in Llama 3)."""
-    counts = df.groupby("key")["row"].transform("size")
-    out = df.assign(n=counts)
-    out = out[out["n"] > limit]
-    return out[["part", "row", "line", "n"]].astype(
-        {"part": "string", "row": "int64", "line": "int64", "n": "int64"}
+_FLAG_TYPES = {"part": "string", "key": "int64", "n": "int64", "rows": "int64", "first": "bool"}
+
+
+def _frequent_keys(df: Any, limit: int) -> Any:
+    """pandas, one shuffled partition of combined counts (at most one row per line and part):
+    for every hash whose corpus count (the sum over its parts) is more than ``limit``, one row
+    per part it occurs in, with that count, the rows the hash had here and whether the part is
+    the hash's first (smallest id). All its occurrences go: a boilerplate line is removed
+    everywhere, as in Llama 3."""
+    by_key = df.groupby("key")
+    out = df.assign(
+        n=by_key["count"].transform("sum"),
+        rows=by_key["count"].transform("size"),
+        first=by_key["part"].transform("min"),
     )
+    out = out[out["n"] > limit]
+    out = out.assign(first=out["part"] == out["first"])
+    return out[list(_FLAG_TYPES)].astype(_FLAG_TYPES)
