@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from distributed import Client
@@ -97,3 +98,61 @@ def test_shuffle_keeps_every_column(tmp_path):
     assert after.equals(before)
     log = pq.read_table(out / "stages" / "02_shuffle")
     assert sorted(log["rank"].to_pylist()) == list(range(10))
+
+
+def test_files_written_grow_with_parts_plus_outputs_not_their_product(tmp_path):
+    """8 input parts of 60 documents (and one empty part) into 16 output parts of 30: moving
+    the documents as one fragment file per (input part, output part) pair would write ~8 x 16
+    files; the stage writes 3 small files per input part (keys, sorted keys, ranks) and one
+    per output part. The order is checked against the keys computed here."""
+    from refine.pipeline.stage import GlobalContext
+    from refine.tokenize.shuffle import Shuffle, ShuffleParams, shuffle_keys
+
+    n_in, per_part, dpp, seed = 8, 60, 30, 11
+    inp = tmp_path / "in"
+    inp.mkdir()
+    tables = []
+    for p in range(n_in + 1):
+        n = per_part if p < n_in else 0
+        t = pa.table(
+            {
+                "id": pa.array([f"doc-{p}-{i}" for i in range(n)], pa.string()),
+                "text": pa.array([f"text {p} {i} " * 20 for i in range(n)], pa.large_string()),
+                "date": pa.array(
+                    [datetime(2022, 1, 1 + i % 28, tzinfo=UTC) for i in range(n)],
+                    pa.timestamp("us", tz="UTC"),
+                ),
+                "source": pa.array([f"s{p}.warc.gz"] * n, pa.string()),
+            }
+        )
+        pq.write_table(t, inp / f"part-{p:05d}.parquet")
+        tables.append(t)
+    out, log = tmp_path / "out", tmp_path / "log"
+    with Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as c:
+        ctx = GlobalContext(str(inp), str(out), str(log), str(tmp_path / "work"), c)
+        stats = Shuffle(ShuffleParams(seed=seed, docs_per_part=dpp)).run(ctx)
+
+    n_out = n_in * per_part // dpp
+    assert stats.counters["output_parts"] == n_out == 16
+    assert len(list(out.glob("part-*.parquet"))) == n_out
+    assert not (tmp_path / "work").exists()
+    # what one fragment per (input part, output part) would have written, from the logs' ranks
+    pairs = {
+        (p.name, r // dpp)
+        for p in sorted(log.glob("*.parquet"))
+        for r in pq.read_table(p)["rank"].to_pylist()
+    }
+    assert len(pairs) >= 0.9 * n_in * n_out  # nearly every part sends documents to every output
+    assert stats.counters["work_files"] <= 3 * (n_in + 1)
+    assert stats.counters["work_files"] + n_out < len(pairs) / 2
+
+    every = pa.concat_tables(tables)
+    keys = shuffle_keys(every["id"].to_pylist(), seed)
+    assert len(set(keys)) == every.num_rows  # no ties: the order is the keys' order
+    order = sorted(range(every.num_rows), key=lambda i: keys[i])
+    expected = every.take(order)
+    written = [pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))]
+    assert [t.num_rows for t in written] == [dpp] * n_out
+    got = pa.concat_tables(written)
+    assert got.schema.equals(every.schema)
+    assert got.equals(expected)

@@ -9,18 +9,27 @@ Phases, none of which holds more than a partition in one process:
 1. per input part: (key, tie-breakers, part, row) for every document, a small Parquet table;
 2. Dask's ``sort_values`` on the key over those tables, then per sorted partition the order of
    its rows; partition lengths (one integer per partition on the driver) turn that into a global
-   rank, and ``rank // docs_per_part`` names the output part. Ranks are written per input part;
-3. per input part: its documents are split by output part into fragment files;
-4. per output part: its fragments are concatenated and ordered by rank: ``part-K.parquet`` holds
-   the documents of global ranks ``[K * docs_per_part, (K + 1) * docs_per_part)``.
+   rank, and ``rank // docs_per_part`` names the output part. The ranks go back to their input
+   parts through a Dask shuffle on the part, one file per input part;
+3. per input part: its decision log (the rank of each document);
+4. the documents move through one Dask shuffle on the output part id, with divisions
+   ``0, 1, ..., Q`` so that Dask partition ``K`` is exactly output part ``K``; each output
+   partition is ordered by rank: ``part-K.parquet`` holds the documents of global ranks
+   ``[K * docs_per_part, (K + 1) * docs_per_part)``.
 
-Phases 3 and 4 are a shuffle of the documents themselves done as file fragments, which keeps the
-Arrow columns (``large_string`` text, timestamps, signals) exactly as they were.
+Phase 4 writes no file per (input part, output part) pair: Dask's p2p shuffle moves the rows
+between workers and spills to one buffer file per output partition (in the worker's local
+directory, deleted when the shuffle ends), so the files written are ~``P + Q``: keys, sorted keys
+and ranks, at most one each per input part (the stage reports their number as ``work_files``),
+and one document file per output part. The documents travel as Arrow IPC streams (one
+per input part and output part), so the Arrow columns (``large_string`` text, timestamps,
+signals) arrive exactly as they were, with no pandas conversion.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -73,43 +82,33 @@ class Shuffle(GlobalStage):
 
     def run(self, ctx: GlobalContext) -> StageStats:
         t0, c0 = time.perf_counter(), time.process_time()
-        parts = list_parts(Path(ctx.input_dir))
+        parts = [str(p) for p in list_parts(Path(ctx.input_dir))]
         work = Path(ctx.work_dir)
         remove_tree(work)
-        keys_dir, ranks_dir, frag_dir = work / "keys", work / "ranks", work / "fragments"
+        keys_dir, ranks_dir = work / "keys", work / "ranks"
         client = ctx.client
         stats = StageStats(name=self.name)
         n = len(parts)
-        futures = client.map(
-            _write_keys, [str(p) for p in parts], [str(keys_dir)] * n, [self.params.seed] * n
-        )
+        futures = client.map(_write_keys, parts, [str(keys_dir)] * n, [self.params.seed] * n)
         n_docs = sum(client.gather(futures))
         if n_docs:
             _rank(client, work, n, self.params.docs_per_part)
-        futures = client.map(
-            _split,
-            [str(p) for p in parts],
-            [str(ranks_dir)] * len(parts),
-            [str(frag_dir)] * len(parts),
-            [ctx.log_dir] * len(parts),
-            pure=False,
-        )
+        futures = client.map(_split, parts, [str(ranks_dir)] * n, [ctx.log_dir] * n, pure=False)
         for d in client.gather(futures):
             stats = stats + StageStats.from_dict(d)
         n_out = -(-n_docs // self.params.docs_per_part)
-        futures = client.map(
-            _assemble,
-            list(range(n_out)),
-            [str(frag_dir)] * n_out,
-            [ctx.output_dir] * n_out,
-            pure=False,
-        )
-        client.gather(futures)
+        if n_out:
+            _move(client, parts, str(ranks_dir), ctx.output_dir, n_out)
         stats.counters["output_parts"] = n_out
+        stats.counters["work_files"] = _count_files(work)
         stats.seconds = time.perf_counter() - t0
         stats.cpu_seconds += time.process_time() - c0
         remove_tree(work)
         return stats
+
+
+def _count_files(folder: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder))
 
 
 def _write_keys(part: str, keys_dir: str, seed: int) -> int:
@@ -134,31 +133,38 @@ def _write_keys(part: str, keys_dir: str, seed: int) -> int:
 def _rank(client: Any, work: Path, n_parts: int, docs_per_part: int) -> None:
     """Global rank of every document. Dask sorts the keys (equal keys land in one partition),
     each sorted partition orders its rows by the full tie-break and is written as one file;
-    the files' row counts (one integer each, from Parquet metadata) give rank offsets."""
+    the files' row counts (one integer each, from Parquet metadata) give rank offsets. The
+    ranks are then shuffled on the input part and written as ``ranks/part=STEM/``, one file
+    per input part (writing each sorted file's ranks per part would be parts x parts files)."""
     import dask.dataframe as dd
+    import pandas as pd
 
     sorted_dir = work / "sorted"
     ddf = dd.read_parquet(str(work / "keys"))
-    ordered = ddf.sort_values("key", npartitions=max(1, min(n_parts, ddf.npartitions)))
+    npartitions = max(1, min(n_parts, ddf.npartitions))
+    ordered = ddf.sort_values("key", npartitions=npartitions)
     ordered = ordered.map_partitions(_order_partition, meta=ordered._meta)
     ordered.to_parquet(
         str(sorted_dir), write_index=False, name_function=lambda i: f"{i:08d}.parquet"
     )
-    files = sorted(sorted_dir.glob("*.parquet"))
+    files = sorted(str(f) for f in sorted_dir.glob("*.parquet"))
     starts, total = [], 0
     for f in files:
         starts.append(total)
         total += pq.read_metadata(f).num_rows
-    n = len(files)
-    client.gather(
-        client.map(
-            _assign_rank,
-            [str(f) for f in files],
-            starts,
-            [str(work / "ranks")] * n,
-            [docs_per_part] * n,
-            pure=False,
-        )
+    meta = pd.DataFrame(
+        {
+            "part": pd.Series([], dtype="string"),
+            "row": pd.Series([], dtype="int64"),
+            "rank": pd.Series([], dtype="int64"),
+            "out": pd.Series([], dtype="int64"),
+        }
+    )
+    ranks = dd.from_map(
+        _ranks_of, files, starts, docs_per_part=docs_per_part, meta=meta, enforce_metadata=False
+    )
+    ranks.shuffle(on="part", npartitions=npartitions).to_parquet(
+        str(work / "ranks"), partition_on=["part"], write_index=False
     )
 
 
@@ -166,35 +172,26 @@ def _order_partition(df: Any) -> Any:
     return df.sort_values(["key", "id", "source", "text_hash", "part", "row"], kind="stable")
 
 
-def _assign_rank(sorted_file: str, start: int, ranks_dir: str, docs_per_part: int) -> None:
-    """Ranks of one sorted file, written per input part (``ranks/part=STEM/NNNNNNNN.parquet``)."""
+def _ranks_of(sorted_file: str, start: int, docs_per_part: int) -> Any:
+    """pandas: (part, row, rank, out) of the rows of one sorted file, whose first is ``start``."""
     t = pq.read_table(sorted_file, columns=["part", "row"])
     rank = pa.array(range(start, start + t.num_rows), pa.int64())
-    t = pa.table(
-        {"part": t["part"], "row": t["row"], "rank": rank, "out": pc.divide(rank, docs_per_part)}
+    df = t.to_pandas()
+    return df.assign(
+        part=df["part"].astype("string"),
+        rank=rank.to_numpy(),
+        out=pc.divide(rank, docs_per_part).to_numpy(),
     )
-    for stem in pc.unique(t["part"]).to_pylist():
-        sub = t.filter(pc.equal(t["part"], stem)).drop_columns(["part"])
-        write_parquet_atomic(sub, Path(ranks_dir) / f"part={stem}" / Path(sorted_file).name)
 
 
-def _split(part: str, ranks_dir: str, frag_dir: str, log_dir: str) -> dict:
-    """One input part: its documents go to fragment files, one per output part they belong to."""
+def _split(part: str, ranks_dir: str, log_dir: str) -> dict:
+    """One input part: its decision log (every document kept, with its global rank)."""
     t0, c0 = time.perf_counter(), time.process_time()
     table = pq.read_table(part)
-    stem = Path(part).stem
     n = table.num_rows
     stats = StageStats(name="shuffle", parts=1, docs_in=n, docs_out=n)
     stats.bytes_in = stats.bytes_out = text_bytes(table)
-    rank_path = Path(ranks_dir) / f"part={stem}"
-    rank = pa.nulls(n, pa.int64())
-    if n:
-        ranks = pq.read_table(rank_path, columns=["row", "rank", "out"]).sort_by("row")
-        rank = ranks["rank"]
-        with_rank = table.append_column("_rank", rank).append_column("_out", ranks["out"])
-        for out in pc.unique(ranks["out"]).to_pylist():
-            frag = with_rank.filter(pc.equal(with_rank["_out"], out)).drop_columns(["_out"])
-            write_parquet_atomic(frag, Path(frag_dir) / f"out={out}" / f"{stem}.parquet")
+    rank = _read_ranks(part, ranks_dir)["rank"] if n else pa.nulls(n, pa.int64())
     kept = pa.array([True] * n, pa.bool_())
     log = decision_log(table, kept, pa.nulls(n, pa.string()), None, {"rank": rank})
     write_parquet_atomic(log, Path(log_dir) / Path(part).name)
@@ -203,9 +200,94 @@ def _split(part: str, ranks_dir: str, frag_dir: str, log_dir: str) -> dict:
     return stats.to_dict()
 
 
-def _assemble(out: int, frag_dir: str, output_dir: str) -> None:
-    folder = Path(frag_dir) / f"out={out}"
-    frags = [pq.read_table(p) for p in sorted(folder.glob("*.parquet"))]
+def _read_ranks(part: str, ranks_dir: str) -> pa.Table:
+    """(rank, out) of every row of one input part, in row order."""
+    folder = Path(ranks_dir) / f"part={Path(part).stem}"
+    ranks = pq.read_table(folder, columns=["row", "rank", "out"]).sort_by("row")
+    return ranks.select(["rank", "out"]).combine_chunks()
+
+
+def _blob_meta() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "_out": pd.Series([], dtype="int64"),
+            "_part": pd.Series([], dtype="string"),
+            "_blob": pd.Series([], dtype=pd.ArrowDtype(pa.large_binary())),
+        }
+    )
+
+
+def _blobs(part: str, ranks_dir: str) -> Any:
+    """pandas, one input part: a row per output part its documents go to, holding those
+    documents (with their ``_rank``) as an Arrow IPC stream."""
+    import pandas as pd
+
+    table = pq.read_table(part)
+    if not table.num_rows:
+        return _blob_meta()
+    ranks = _read_ranks(part, ranks_dir)
+    with_rank = table.append_column("_rank", ranks["rank"])
+    outs, blobs = [], []
+    for out in pc.unique(ranks["out"]).to_pylist():
+        frag = with_rank.filter(pc.equal(ranks["out"], out))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, frag.schema) as writer:
+            writer.write_table(frag)
+        outs.append(out)
+        blobs.append(sink.getvalue().to_pybytes())
+    return pd.DataFrame(
+        {
+            "_out": pd.Series(outs, dtype="int64"),
+            "_part": pd.Series([Path(part).stem] * len(outs), dtype="string"),
+            "_blob": pd.Series(pd.arrays.ArrowExtensionArray(pa.array(blobs, pa.large_binary()))),
+        }
+    )
+
+
+def _move(client: Any, parts: list[str], ranks_dir: str, output_dir: str, n_out: int) -> None:
+    """Phase 4: the documents shuffled on their output part, Dask partition K = output part K
+    (divisions ``0, 1, ..., n_out``: the last partition is the closed interval
+    ``[n_out - 1, n_out]``), each written as ``part-K.parquet``."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    frame = dd.from_map(
+        _blobs, parts, ranks_dir=ranks_dir, meta=_blob_meta(), enforce_metadata=False
+    )
+    by_out = frame.set_index("_out", divisions=list(range(n_out + 1)))
+    written = by_out.map_partitions(
+        _assemble,
+        output_dir,
+        meta=pd.DataFrame(
+            {"out": pd.Series([], dtype="int64"), "rows": pd.Series([], dtype="int64")}
+        ),
+    )
+    done = client.compute(written).result()
+    if sorted(done["out"].tolist()) != list(range(n_out)):
+        raise RuntimeError(f"shuffle wrote output parts {sorted(done['out'])}, not 0..{n_out - 1}")
+
+
+def _assemble(df: Any, output_dir: str) -> Any:
+    """pandas, one output partition: its documents from every input part that has some,
+    concatenated in input part order and ordered by rank."""
+    import pandas as pd
+
+    outs = df.index.unique().tolist()
+    if not outs:
+        return pd.DataFrame(
+            {"out": pd.Series([], dtype="int64"), "rows": pd.Series([], dtype="int64")}
+        )
+    if len(outs) != 1:
+        raise RuntimeError(f"one shuffled partition holds output parts {outs}")
+    out = int(outs[0])
+    df = df.sort_values("_part", kind="stable")
+    frags = []
+    for blob in df["_blob"].tolist():
+        with pa.ipc.open_stream(blob) as reader:
+            frags.append(reader.read_all())
     table = pa.concat_tables(frags, promote_options="default").sort_by("_rank")
     table = table.drop_columns(["_rank"]).combine_chunks()
     write_parquet_atomic(table, Path(output_dir) / f"part-{out:05d}.parquet")
+    return pd.DataFrame({"out": pd.Series([out], dtype="int64"), "rows": [table.num_rows]})
