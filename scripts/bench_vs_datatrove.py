@@ -3,6 +3,7 @@
     python scripts/bench_vs_datatrove.py --input WARC... [--workers N] [--repeat 2]
                                          [--max-records K] [--slice-mb 1] [--timeout 10]
                                          [--trafilatura-dedup on|off] [--keep DIR]
+                                         [--refine-fast]
 
 Both tools run the FineWeb chain, each as a child process of this script (one process tree):
 
@@ -37,6 +38,13 @@ trafilatura's ``deduplicate`` (on in FineWeb, and by default here) keeps a cache
 across documents in a process: datatrove's extractor process sees every page of its task,
 refine clears the cache per partition, so the same page can come out differently (more pages
 come out empty in datatrove). ``--trafilatura-dedup off`` removes that difference.
+
+``--refine-fast`` runs refine's extraction with trafilatura's ``fast`` (``extract: {fast: true}``:
+no readability/justext fallback comparison) and leaves datatrove as it is (its Trafilatura step
+calls ``extract`` without ``fast``). This is NOT the equivalent configuration: the texts differ,
+and the result says by how much. The bare loop then runs both ways (``bare`` without ``fast``,
+``bare_fast`` with it, interleaved), and ``text_difference`` compares the two loops' text page by
+page: identical, empty on one side only, and character-level similarity (difflib).
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ import argparse
 import gzip
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -62,18 +71,25 @@ LANGUAGES = ["en"]
 LANGUAGE_MIN_SCORE = 0.65
 
 
-def bare_trafilatura_loop(paths: list[Path], deduplicate: bool) -> tuple[int, float, float]:
+def bare_trafilatura_loop(
+    paths: list[Path], deduplicate: bool, fast: bool = False, texts: list | None = None
+) -> tuple[int, float, float]:
     """HTML pages, wall and CPU seconds of the plain library loop over ``paths`` in this process:
     fastwarc, resiliparse charset detection, ``trafilatura.extract`` with refine's default
-    extraction settings. As ``scripts/bench.py``'s bare loop, but over several files and
-    tolerant of response records without HTTP headers (dns: records in the Heritrix sample)."""
+    extraction settings (and ``fast``). As ``scripts/bench.py``'s bare loop, but over several
+    files and tolerant of response records without HTTP headers (dns: records in the Heritrix
+    sample). trafilatura's deduplication cache is emptied first, so every call starts alike (one
+    cache for the whole loop, as datatrove's extractor process). With ``texts``, each page's
+    text (or None) is appended to it."""
     import trafilatura
     from fastwarc.warc import ArchiveIterator, WarcRecordType
     from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+    from trafilatura.deduplication import LRU_TEST
 
     from refine.extract.engines import ExtractConfig
 
-    cfg = ExtractConfig(deduplicate=deduplicate)
+    LRU_TEST.clear()
+    cfg = ExtractConfig(deduplicate=deduplicate, fast=fast)
     options = dict(
         favor_precision=cfg.favor_precision,
         favor_recall=cfg.favor_recall,
@@ -93,7 +109,9 @@ def bare_trafilatura_loop(paths: list[Path], deduplicate: bool) -> tuple[int, fl
                 continue
             body = rec.reader.read()
             html = bytes_to_str(body, detect_encoding(body))
-            trafilatura.extract(html, url=rec.headers.get("WARC-Target-URI"), **options)
+            text = trafilatura.extract(html, url=rec.headers.get("WARC-Target-URI"), **options)
+            if texts is not None:
+                texts.append(text)
             pages += 1
     return pages, time.perf_counter() - t0, time.process_time() - c0
 
@@ -218,7 +236,13 @@ def run_child(cmd: list[str], log: Path, env: dict | None = None) -> tuple[float
 
 
 def refine_config(
-    inputs: list[Path], out: Path, workers: int, slice_mb: float, timeout: float, dedup: bool
+    inputs: list[Path],
+    out: Path,
+    workers: int,
+    slice_mb: float,
+    timeout: float,
+    dedup: bool,
+    fast: bool = False,
 ) -> dict:
     return {
         "input": [str(p) for p in inputs],
@@ -226,7 +250,14 @@ def refine_config(
         "cluster": {"workers": workers},
         "stages": [
             {"read": {"slice_mb": slice_mb}},
-            {"extract": {"engine": "trafilatura", "timeout": timeout, "deduplicate": dedup}},
+            {
+                "extract": {
+                    "engine": "trafilatura",
+                    "timeout": timeout,
+                    "deduplicate": dedup,
+                    "fast": fast,
+                }
+            },
             {"language": {"languages": LANGUAGES, "min_score": LANGUAGE_MIN_SCORE}},
             {"gopher_repetition": {}},
             {"gopher_quality": {}},
@@ -243,7 +274,9 @@ def run_refine(inputs: list[Path], tmp: Path, args) -> dict:
     out = tmp / "refine_out"
     config = tmp / "refine.yaml"
     dedup = args.trafilatura_dedup == "on"
-    cfg = refine_config(inputs, out, args.workers, args.slice_mb, args.timeout, dedup)
+    cfg = refine_config(
+        inputs, out, args.workers, args.slice_mb, args.timeout, dedup, args.refine_fast
+    )
     config.write_text(json.dumps(cfg))  # JSON is YAML
     cmd = [sys.executable, "-m", "refine.cli", "run", str(config), "--no-progress"]
     wall, peak, cpu = run_child(cmd, tmp / "refine.log")
@@ -517,6 +550,61 @@ def agreement(refine: dict, datatrove: dict, dt_read: set[str]) -> dict:
     }
 
 
+def text_difference(default: list, fast: list, sample: int = 100, seed: int = 0) -> dict:
+    """Page-by-page comparison of two extractions of the same pages (same order): how many are
+    identical, empty on one side only, and how similar the texts are where both have one
+    (difflib's ``quick_ratio``, an upper bound of ``ratio``, on every pair; ``ratio`` itself, the
+    real character-level similarity, on a seeded sample of ``sample`` pairs), then the same over
+    the pairs that differ."""
+    from difflib import SequenceMatcher
+    from statistics import median, quantiles
+
+    if len(default) != len(fast):
+        raise SystemExit(f"bench: text lists differ in length ({len(default)} vs {len(fast)})")
+    pairs = [(a or "", b or "") for a, b in zip(default, fast, strict=True)]
+    both = [(a, b) for a, b in pairs if a and b]
+    quick = [SequenceMatcher(None, a, b, autojunk=False).quick_ratio() for a, b in both]
+    differing = [(a, b) for a, b in both if a != b]
+    picked = random.Random(seed).sample(both, min(sample, len(both)))
+    exact = [SequenceMatcher(None, a, b, autojunk=False).ratio() for a, b in picked]
+    picked = random.Random(seed).sample(differing, min(sample, len(differing)))
+    exact_differing = [SequenceMatcher(None, a, b, autojunk=False).ratio() for a, b in picked]
+    n = len(pairs)
+
+    def stats(values: list[float]) -> dict:
+        if not values:
+            return {}
+        deciles = quantiles(values, n=10) if len(values) > 1 else [values[0]] * 9
+        return {
+            "median": round(median(values), 4),
+            "p10": round(deciles[0], 4),
+            "mean": round(sum(values) / len(values), 4),
+        }
+
+    return {
+        "pages": n,
+        "identical": sum(a == b for a, b in pairs),
+        "identical_fraction": round(sum(a == b for a, b in pairs) / n, 4) if n else 1.0,
+        "both_empty": sum(not a and not b for a, b in pairs),
+        "empty_default_only": sum(not a and bool(b) for a, b in pairs),
+        "empty_fast_only": sum(bool(a) and not b for a, b in pairs),
+        "both_text": len(both),
+        "both_text_differing": len(differing),
+        "chars_default": sum(len(a) for a, _ in pairs),
+        "chars_fast": sum(len(b) for _, b in pairs),
+        "quick_ratio_both_text": stats(quick),
+        "ratio_sample": {"n": len(exact), **stats(exact)},
+        # the same over the pages whose two texts differ (both non-empty)
+        "chars_default_differing": sum(len(a) for a, _ in differing),
+        "chars_fast_differing": sum(len(b) for _, b in differing),
+        "chars_default_empty_fast_only": sum(len(a) for a, b in pairs if a and not b),
+        "quick_ratio_differing": stats(
+            [SequenceMatcher(None, a, b, autojunk=False).quick_ratio() for a, b in differing]
+        ),
+        "ratio_differing_sample": {"n": len(exact_differing), **stats(exact_differing)},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--input", nargs="+", type=Path, help="WARC files (default: the shared data)")
@@ -531,6 +619,12 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="trafilatura's deduplicate option on every side (on: FineWeb's setting; its "
         "cross-document cache makes the output depend on which pages share a process)",
+    )
+    ap.add_argument(
+        "--refine-fast",
+        action="store_true",
+        help="refine extracts with trafilatura's fast=True (datatrove unchanged: NOT the "
+        "equivalent configuration); the bare loop runs with and without it, texts compared",
     )
     ap.add_argument("--keep", type=Path, help="keep the outputs of the last repeat here")
     ap.add_argument("--datatrove-child", type=Path, help=argparse.SUPPRESS)
@@ -547,12 +641,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     runs: dict[str, list] = {"bare": [], "refine": [], "datatrove": []}
+    if args.refine_fast:
+        runs["bare_fast"] = []
+    texts: dict[str, list] = {}
     with tempfile.TemporaryDirectory(prefix="bench_vs_datatrove_") as tmp_name:
         tmp = Path(tmp_name)
         staged = stage_inputs(args.input, tmp / "inputs", args.max_records)
         for r in range(args.repeat):
-            pages, wall, cpu = bare_trafilatura_loop(staged, args.trafilatura_dedup == "on")
-            runs["bare"].append({"pages": pages, "seconds": wall, "cpu_seconds": cpu})
+            bare_sides = ["bare", "bare_fast"] if args.refine_fast else ["bare"]
+            for side in bare_sides if r % 2 == 0 else bare_sides[::-1]:
+                got: list = []
+                pages, wall, cpu = bare_trafilatura_loop(
+                    staged, args.trafilatura_dedup == "on", fast=side == "bare_fast", texts=got
+                )
+                runs[side].append({"pages": pages, "seconds": wall, "cpu_seconds": cpu})
+                if side in texts and texts[side] != got:
+                    print(f"bench: {side} texts differ between repeats", file=sys.stderr)
+                texts[side] = got
             order = ("refine", "datatrove") if r % 2 == 0 else ("datatrove", "refine")
             for side in order:
                 side_tmp = tmp / f"{side}-{r}"
@@ -574,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu_rate = {side: pages / cpu[side] for side in runs}
     w = args.workers
     ref, dt = best["refine"], best["datatrove"]
+    if any(x["pages"] != pages for rs in runs.values() for x in rs if "pages" in x):
+        raise SystemExit("bench: the bare loops counted different page numbers")
     stable = all(
         set(x["ids"]) == set(runs[side][0]["ids"])
         for side in ("refine", "datatrove")
@@ -605,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "cpus": os.cpu_count(),
         "trafilatura_dedup": args.trafilatura_dedup,
+        # refine with trafilatura fast=True, datatrove without: not the equivalent configuration
+        "refine_fast": args.refine_fast,
         "chain": "read,trafilatura,language(en>0.65),gopher_repetition,gopher_quality,"
         "c4(no terminal-punct rule),fineweb,minhash(14x8,5-grams)",
         "refine": side_entry("refine"),
@@ -632,6 +741,26 @@ def main(argv: list[str] | None = None) -> int:
         "datatrove_steps": dt["steps"],
         "datatrove_executors_seconds": dt["executors"],
     }
+    if args.refine_fast:
+        result["bare_trafilatura_fast"] = {
+            "docs_per_s": round(rate["bare_fast"], 2),
+            "docs_per_cpu_s": round(cpu_rate["bare_fast"], 2),
+            "cpu_ms_per_page": round(1000 * cpu["bare_fast"] / pages, 2),
+            "seconds": round(best["bare_fast"]["seconds"], 2),
+            "cpu_seconds": round(cpu["bare_fast"], 2),
+            "all_seconds": [round(x["seconds"], 2) for x in runs["bare_fast"]],
+            "all_cpu_seconds": [round(x["cpu_seconds"], 2) for x in runs["bare_fast"]],
+        }
+        result["bare_trafilatura"]["cpu_ms_per_page"] = round(1000 * cpu["bare"] / pages, 2)
+        result["bare_trafilatura"]["all_cpu_seconds"] = [
+            round(x["cpu_seconds"], 2) for x in runs["bare"]
+        ]
+        # CPU per page of the bare loop: without fast / with fast (least of --repeat each)
+        result["bare_fast_speedup_cpu"] = round(cpu["bare"] / cpu["bare_fast"], 3)
+        # refine's chain (fast) per worker against the like-for-like bare loop (fast)
+        result["refine_overhead_vs_bare_fast_cpu"] = round(cpu["refine"] / cpu["bare_fast"] - 1, 4)
+        # text of every page, bare loop without fast ("default", what datatrove runs) vs with
+        result["text_difference"] = text_difference(texts["bare"], texts["bare_fast"])
     print(json.dumps(result))
     return 0
 
