@@ -33,6 +33,8 @@ run: install sample-models
 # tests skip with a reason where it cannot be installed)
 browser:
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null) || echo "chromium not installed: browser tests will skip"
+	# libmagic for python-magic (datatrove's WarcReader, in scripts/bench_vs_datatrove.py)
+	ldconfig -p | grep -q libmagic.so.1 || (apt-get update -qq && apt-get install -y -qq libmagic1 >/dev/null) || echo "libmagic1 not installed"
 
 test: install browser
 	$(BIN)/ruff check refine tests scripts
