@@ -1,12 +1,11 @@
 """Memory of the dedup stages: the peak RSS of each worker process stays flat (within 20 %) when
 the corpus grows 4x at the same partition size (issue 5).
 
-The corpora are made here from the real extracted text sample (``text/cc-main-2019-30-en``):
-
-- 1x: its documents as they are;
-- 4x: those plus three perturbed copies of each (1-5 % of the words replaced, new ids and URLs),
-  some of them re-crawls of the same URL with a later date and some exact copies, so every
-  stage has real work that grows with the corpus, not only exact duplicates.
+The corpora are made in the test from the real extracted text sample (``text/cc-main-2019-30-en``)
+by replicate-and-perturb (``dedup_corpus.py``, shared with scripts/bench_dedup.py): the sample
+plus perturbed copies of each document (1-5 % of the words replaced, new ids and URLs), some of
+them re-crawls of the same URL with a later date and some exact copies, so every stage has real
+work that grows with the corpus, not only exact duplicates.
 
 Both are written as WARC files and run through the real runner (``read`` -> ``extract`` -> the
 dedup stages, resumed one stage at a time) on a LocalCluster of worker processes, with the
@@ -30,16 +29,12 @@ of bytes each) in one task would not show; holding the documents would.
 
 from __future__ import annotations
 
-import gzip
-import html
 import json
-import random
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from dedup_corpus import corpus, real_docs, write_corpus
 from support import require_shared_data
-from warcgen import record, write_warc
 
 from refine.pipeline.cluster import dask_client
 from refine.pipeline.config import ClusterConfig, PipelineConfig
@@ -49,79 +44,14 @@ DEDUP_STAGES = ["dedup_url", "dedup_exact", "dedup_minhash", "dedup_lines"]
 SLICE_MB = 2.0  # compressed WARC per partition: the same for both corpora
 BASE_COPIES = 4  # the 1x corpus: the sample and 3 perturbed copies
 TOLERANCE = 0.20
-CRAWL_DATE = datetime(2019, 7, 17, tzinfo=UTC)
 
 
 def _real_docs() -> list[dict]:
     data = require_shared_data()
-    path = data / "text" / "cc-main-2019-30-en.jsonl.gz"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
-    return [
-        {"id": r["id"], "url": r["metadata"]["warc_url"], "text": r["text"], "date": CRAWL_DATE}
-        for r in rows
-        if r["text"].strip()
-    ]
-
-
-def _word(rng: random.Random) -> str:
-    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8))
-
-
-def _perturbed_copy(doc: dict, copy: int, rng: random.Random) -> dict:
-    """A new document made from ``doc``: most copies have 1-5 % of their words replaced and a
-    new URL; some are re-crawls of the same URL (a later date); some are exact copies."""
-    text, url = doc["text"], f"{doc['url'].rstrip('/')}/copy-{copy}"
-    date = doc["date"] + timedelta(days=copy)
-    roll = rng.random()
-    if roll < 0.1:
-        url = doc["url"]  # a re-crawl: dedup_url keeps the latest
-    if roll >= 0.1 and roll < 0.15:
-        pass  # an exact copy under another URL: dedup_exact
-    else:
-        lines = text.split("\n")
-        for i, line in enumerate(lines):
-            words = line.split(" ")
-            if len(words) < 4:
-                continue  # short lines (menus, boilerplate) stay as they are
-            k = max(1, int(len(words) * rng.uniform(0.01, 0.05)))
-            for j in rng.sample(range(len(words)), k):
-                words[j] = _word(rng)
-            lines[i] = " ".join(words)
-        text = "\n".join(lines)
-    return {"id": f"{doc['id']}-copy-{copy}", "url": url, "text": text, "date": date}
-
-
-def corpus(docs: list[dict], factor: int, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    out = list(docs)
-    for copy in range(1, factor):
-        out += [_perturbed_copy(d, copy, rng) for d in docs]
-    rng.shuffle(out)
-    return out
-
-
-def _page(text: str) -> bytes:
-    body = "".join(f"<p>{html.escape(line)}</p>\n" for line in text.split("\n") if line.strip())
-    return f"<html><body><article>\n{body}</article></body></html>".encode()
-
-
-def write_corpus(path: Path, docs: list[dict]) -> Path:
-    return write_warc(
-        path,
-        (
-            record(
-                "response",
-                d["url"],
-                _page(d["text"]),
-                record_id=f"<urn:uuid:{d['id']}>",
-                date=d["date"],
-            )
-            for d in docs
-        ),
-    )
+    try:
+        return real_docs(data)
+    except FileNotFoundError as e:
+        pytest.skip(f"{e.filename} not found")
 
 
 # -- measurement on the workers --------------------------------------------------------------

@@ -3,6 +3,7 @@ Chromium): the funnel and the histograms are drawn, and every number printed equ
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -14,7 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
-from support import report, require_shared_data, run_cli
+from dedup_corpus import corpus, real_docs, write_corpus
+from support import FAST_STAGES, documents, report, require_shared_data, run_cli, write_config
 
 from refine.errors import RefineError
 from refine.inspect import CORE
@@ -69,6 +71,37 @@ def test_histogram_stacks_kept_and_dropped_and_marks_the_threshold():
 def test_a_folder_without_report_is_a_clear_error(tmp_path):
     with pytest.raises(RefineError, match="no report here"):
         render_html(tmp_path, tmp_path / "r.html")
+
+
+def test_removed_lines_of_dedup_lines_are_a_table_escaped_and_cut(tmp_path):
+    long_line = "menu " * 100  # 500 characters
+    examples = [
+        {"line": "<script>alert('x')</script> & more", "count": 41, "id": "<urn:uuid:a>"},
+        {"line": long_line, "count": 7, "id": "b"},
+    ]
+    stage = {
+        "folder": "01_dedup_lines",
+        "name": "dedup_lines",
+        "kind": "global",
+        "docs_in": 10,
+        "docs_out": 9,
+        "keep_rate": 0.9,
+        "bytes_in": 1000,
+        "bytes_out": 500,
+        "dropped": {"empty_after_line_dedup": 1},
+        "counters": {"repeated_lines": 2, "lines_removed": 48, "docs_with_lines_removed": 9},
+        "examples": examples,
+    }
+    (tmp_path / "report.json").write_text(json.dumps({"stages": [stage], "complete": True}))
+    page = render_html(tmp_path, tmp_path / "r.html").read_text()
+    dom = _Dom()
+    dom.feed(page)
+    f = stage["folder"]
+    assert [_n(dom.fields[(f, f"removed_line_count_{i}")]) for i in range(2)] == [41, 7]
+    assert _n(dom.fields[(f, "lines_removed")]) == 48
+    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "&lt;urn:uuid:a&gt;" in page
+    assert long_line not in page and "[300 more characters]" in page
 
 
 # -- real run, real browser --------------------------------------------------------------------
@@ -285,6 +318,20 @@ def test_dedup_shows_clusters_and_a_removed_page_beside_its_survivor(rendered):
             sizes = set(per_survivor["count_all"].to_pylist())
             assert len(_bars(dom, f"clusters-{s['folder']}-bar-")) == len(sizes)
     html = page.read_text()
+    (lines,) = [s for s in report(out)["stages"] if s["name"] == "dedup_lines"]
+    shown = sorted(
+        (int(field.rsplit("_", 1)[1]), _n(text))
+        for (stage, field), text in dom.fields.items()
+        if stage == lines["folder"] and field.startswith("removed_line_count_")
+    )
+    # the removed-lines table: one row per example of report.json, with its count
+    assert [count for _, count in shown] == [e["count"] for e in lines["examples"]]
+    assert [i for i, _ in shown] == list(range(len(lines["examples"])))
+    if lines["counters"].get("lines_removed"):
+        assert lines["examples"]  # the sample run removes lines: the table is not empty
+        assert (
+            _n(dom.fields[(lines["folder"], "lines_removed")]) == lines["counters"]["lines_removed"]
+        )
     (url,) = [s for s in report(out)["stages"] if s["name"] == "dedup_url"]
     log = ds.dataset(out / "stages" / url["folder"], format="parquet").to_table(
         filter=pc.field("kept") == False  # noqa: E712
@@ -292,6 +339,48 @@ def test_dedup_shows_clusters_and_a_removed_page_beside_its_survivor(rendered):
     if log.num_rows:
         assert "kept (duplicate_of)" in html
         assert log["duplicate_of"][0].as_py().replace("<", "&lt;").replace(">", "&gt;") in html
+
+
+def test_removed_lines_table_in_the_browser_equals_report_json(tmp_path):
+    """A real run whose ``dedup_lines`` removes lines (the sample config's removes none): the
+    page's table lists report.json's examples with their counts, and each count is the line's
+    number of occurrences in the text that entered the stage, counted here."""
+    data = require_shared_data()
+    _chromium()
+    docs = corpus(real_docs(data)[:150], 3)  # each short line 3 times, at least
+    warc = write_corpus(tmp_path / "lines.warc.gz", docs)
+    out = tmp_path / "out"
+    min_chars, limit = 20, 2
+    lines_params = f"{{max_occurrences: {limit}, min_chars: {min_chars}}}"
+    stages = FAST_STAGES + f"  - dedup_lines: {lines_params}\n"
+    cfg = write_config(tmp_path / "lines.yaml", [str(warc)], out, stages)
+    done = run_cli("run", str(cfg), "--workers", "2", "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (lines,) = [s for s in report(out)["stages"] if s["name"] == "dedup_lines"]
+    examples = lines["examples"]
+    assert examples and lines["counters"]["lines_removed"] > 0
+    page = render_html(out, tmp_path / "report.html")
+    dom_text = _browser(tmp_path, "--dump-dom", page.as_uri())
+    assert dom_text.returncode == 0, dom_text.stderr[-2000:]
+    dom = _Dom()
+    dom.feed(dom_text.stdout)
+    f = lines["folder"]
+    shown = [_n(dom.fields[(f, f"removed_line_count_{i}")]) for i in range(len(examples))]
+    assert shown == [e["count"] for e in examples]
+    assert (f, f"removed_line_count_{len(examples)}") not in dom.fields
+    assert _n(dom.fields[(f, "lines_removed")]) == lines["counters"]["lines_removed"]
+    assert f'id="removed-lines-{f}"' in dom_text.stdout
+    # ground truth: occurrences of each example line (whitespace and case folded) in the text
+    # the stage read
+    occurrences: dict[str, int] = {}
+    for text in documents(out, "01_extract")["text"].to_pylist():
+        for line in text.split("\n"):
+            if len(line.strip()) >= min_chars:
+                key = " ".join(line.split()).lower()
+                occurrences[key] = occurrences.get(key, 0) + 1
+    for e in examples:
+        assert e["count"] > limit
+        assert occurrences[" ".join(e["line"].split()).lower()] == e["count"], e
 
 
 def test_page_is_self_contained_and_small(rendered):

@@ -22,6 +22,8 @@ from refine.report.thresholds import thresholds_for
 
 #: Characters of each document shown in a dedup example.
 EXAMPLE_CHARS = 1200
+#: Characters of each removed line shown in a dedup_lines example.
+LINE_CHARS = 200
 #: Input files listed by name (a crawl id expands to thousands).
 MAX_INPUTS_LISTED = 30
 
@@ -334,6 +336,9 @@ def _language_section(output: Path, stages: list[dict]) -> str:
 def _dedup_section(output: Path, stages: list[dict]) -> str:
     parts = []
     for s in stages:
+        if _is_line_examples(s.get("examples")):
+            parts.append(_removed_lines(s))
+            continue
         dataset = data.log_dataset(output, s["folder"])
         if dataset is None or "duplicate_of" not in dataset.schema.names:
             continue
@@ -371,6 +376,51 @@ def _dedup_section(output: Path, stages: list[dict]) -> str:
             f"<h4>Examples (text as it entered the stage)</h4>{''.join(pairs)}"
         )
     return "<h2>Deduplication</h2>" + "".join(parts) if parts else ""
+
+
+def _is_line_examples(examples: list[dict] | None) -> bool:
+    """A line-level stage's examples (``dedup_lines``): removed lines with their corpus count."""
+    return bool(examples) and all("line" in e and "count" in e for e in examples)
+
+
+def _removed_lines(s: dict) -> str:
+    """``dedup_lines``: what it removed, and the sample of removed lines report.json keeps (the
+    most repeated ones, each with its count in the corpus and a document it was removed from)."""
+    f = s["folder"]
+    counters = s.get("counters", {})
+    figures = []
+    for key, label in (
+        ("repeated_lines", "distinct repeated lines"),
+        ("lines_removed", "lines removed"),
+        ("docs_with_lines_removed", "documents with lines removed"),
+    ):
+        if key in counters:
+            figures.append(
+                f'<span data-stage="{escape(f)}" data-field="{key}">{_int(counters[key])}</span> '
+                + label
+            )
+    dropped = sum(s.get("dropped", {}).values())
+    figures.append(f"{_int(dropped)} documents left empty and removed")
+    rows = "".join(
+        "<tr>"
+        + _td(e["count"], _int(e["count"]), f, f"removed_line_count_{i}")
+        + f'<td class="l"><code>{escape(_cut_line(str(e["line"])))}</code></td>'
+        + f'<td class="l"><code>{escape(str(e.get("id", "")))}</code></td></tr>'
+        for i, e in enumerate(s["examples"])
+    )
+    return (
+        f"<h3>{escape(f)}</h3><p>{'; '.join(figures)}.</p>"
+        f"<h4>Most repeated removed lines (sample of {len(s['examples'])})</h4>"
+        f'<table id="removed-lines-{escape(f)}"><tr><th>times in corpus</th>'
+        '<th class="l">line</th><th class="l">removed from (e.g.)</th></tr>'
+        f"{rows}</table>"
+    )
+
+
+def _cut_line(line: str) -> str:
+    if len(line) <= LINE_CHARS:
+        return line
+    return line[:LINE_CHARS] + f"… [{len(line) - LINE_CHARS:,} more characters]"
 
 
 def _cut(text: str | None) -> str:
