@@ -49,6 +49,11 @@ REASON = "near_duplicate"
 _STR = "string"
 #: documents per signature batch: bounds the NumPy temporaries (about 100 bytes per text byte)
 _BATCH_ROWS = 512
+#: Candidate edges per shuffled partition in connected components. The rounds are shuffles over
+#: the edges: sizing them by the edge count, not by the number of document parts, keeps each
+#: task's memory bounded (~250k edges x 2 directions + labels) and avoids paying a round's fixed
+#: cost per document part when there are few duplicates.
+EDGES_PER_PARTITION = 250_000
 
 
 class DedupMinhashParams(StageParams):
@@ -125,7 +130,10 @@ class DedupMinhash(GlobalStage):
             if not kept:
                 counters["candidate_pairs"] = 0
         if counters["candidate_pairs"]:
-            labels_dir, cc = connected_components(edges_dir, work / "cc", npart, p.max_iterations)
+            cc_npart = max(1, -(-counters["candidate_pairs"] // EDGES_PER_PARTITION))
+            labels_dir, cc = connected_components(
+                edges_dir, work / "cc", cc_npart, p.max_iterations
+            )
             counters["cc_iterations"] = cc.iterations
             counters["cc_converged"] = int(cc.converged)
             counters["cc_nodes"] = cc.nodes
