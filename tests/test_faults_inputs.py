@@ -21,6 +21,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 from support import REPO, _RangeHandler, report, require_shared_data, run_cli, stage, write_config
+from test_hostile_html import good_page as _page
 from warcgen import gz, record, write_warc
 
 pytestmark = pytest.mark.integration
@@ -145,18 +146,6 @@ def test_an_empty_input_list_is_an_error_before_work(tmp_path):
 
 
 # -- a hostile corpus, end to end, in bounded memory ----------------------------------------
-
-
-def _page(topic: str) -> bytes:
-    sentences = [
-        f"The {topic} committee met on Tuesday evening to discuss the plans for next year.",
-        f"Several members argued that the {topic} budget should grow to cover new equipment.",
-        "Others asked for a public meeting so that residents could give their opinion first.",
-        "The chair promised a written report within a month and closed the session at nine.",
-    ]
-    body = "".join(f"<p>{s} {s.lower()}</p>" for s in sentences)
-    head = f"<html><head><title>{topic}</title></head>"
-    return f"{head}<body><article><h1>{topic}</h1>{body}</article></body></html>".encode()
 
 
 NESTED = ("<div>" * 100_000 + "deep text" + "</div>" * 100_000).encode()
