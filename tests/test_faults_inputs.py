@@ -21,6 +21,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 from support import REPO, _RangeHandler, report, require_shared_data, run_cli, stage, write_config
+from test_hostile_html import LAUGHS, NESTED
 from test_hostile_html import good_page as _page
 from warcgen import gz, record, write_warc
 
@@ -148,15 +149,6 @@ def test_an_empty_input_list_is_an_error_before_work(tmp_path):
 # -- a hostile corpus, end to end, in bounded memory ----------------------------------------
 
 
-NESTED = ("<div>" * 100_000 + "deep text" + "</div>" * 100_000).encode()
-LAUGHS = (
-    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-    + "".join(
-        f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i > 1 else "&lol;" * 10}">'
-        for i in range(1, 10)
-    )
-    + "]><html><body><p>&lol9;</p></body></html>"
-).encode()
 #: Byte sequences that are never valid UTF-8: a lone continuation byte, bytes that never occur,
 #: an overlong "/", a UTF-16 surrogate, a code point above U+10FFFF, a cut 3-byte sequence.
 BAD_UTF8 = [b"\x80", b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82"]

@@ -75,20 +75,7 @@ class KeyDedup(GlobalStage):
         client.gather(futures)
         if parts:
             self._flag(keys_dir, flags_dir, len(parts))
-        futures = client.map(
-            self._apply,
-            [str(p) for p in parts],
-            [str(flags_dir)] * len(parts),
-            [ctx.output_dir] * len(parts),
-            [ctx.log_dir] * len(parts),
-            pure=False,
-        )
-        stats = StageStats(name=self.name)
-        examples: list[dict] = []
-        for part_stats in client.gather(futures):
-            stats = stats + StageStats.from_dict(part_stats)
-            examples += part_stats["examples"]
-        stats.examples = pick_examples(examples)
+        stats = apply_flags(client, self._apply, self.name, parts, flags_dir, ctx)
         stats.seconds = time.perf_counter() - t0  # wall time of the whole stage
         stats.cpu_seconds += time.process_time() - c0
         remove_tree(work)
@@ -208,6 +195,28 @@ def write_by_part(frame: Any, folder: Path, npartitions: int) -> None:
 
 def _by_id(example: dict) -> tuple:
     return (example["id"] or "", example["duplicate_of"] or "")
+
+
+def apply_flags(
+    client: Any, apply: Callable[..., dict], name: str, parts: list, flags_dir: Path, ctx: Any
+) -> StageStats:
+    """The last phase of a flag-based dedup stage: ``apply(part, flags_dir, output_dir,
+    log_dir)`` on every part, their stats summed and their examples picked."""
+    futures = client.map(
+        apply,
+        [str(p) for p in parts],
+        [str(flags_dir)] * len(parts),
+        [ctx.output_dir] * len(parts),
+        [ctx.log_dir] * len(parts),
+        pure=False,
+    )
+    stats = StageStats(name=name)
+    examples: list[dict] = []
+    for part_stats in client.gather(futures):
+        stats = stats + StageStats.from_dict(part_stats)
+        examples += part_stats["examples"]
+    stats.examples = pick_examples(examples)
+    return stats
 
 
 def pick_examples(items: list[dict], key: Callable[[dict], Any] = _by_id) -> list[dict]:

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from refine.dedup.components import connected_components
-from refine.dedup.keyed import pick_examples, write_by_part
+from refine.dedup.keyed import apply_flags, pick_examples, write_by_part
 from refine.dedup.signatures import MinHasher, band_keys, jaccard_of_sets, sorted_unique_sets
 from refine.errors import ConfigError
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
@@ -138,20 +138,7 @@ class DedupMinhash(GlobalStage):
             counters["cc_converged"] = int(cc.converged)
             counters["cc_nodes"] = cc.nodes
             _cluster_flags(labels_dir, flags_dir, npart)
-        futures = client.map(
-            self._apply,
-            parts,
-            [str(flags_dir)] * len(parts),
-            [ctx.output_dir] * len(parts),
-            [ctx.log_dir] * len(parts),
-            pure=False,
-        )
-        stats = StageStats(name=self.name)
-        examples: list[dict] = []
-        for part_stats in client.gather(futures):
-            stats = stats + StageStats.from_dict(part_stats)
-            examples += part_stats["examples"]
-        stats.examples = pick_examples(examples)
+        stats = apply_flags(client, self._apply, self.name, parts, flags_dir, ctx)
         for k, v in counters.items():
             stats.counters[k] += v
         stats.seconds = time.perf_counter() - t0
