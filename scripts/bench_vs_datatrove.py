@@ -82,25 +82,28 @@ def bare_trafilatura_loop(
     cache for the whole loop, as datatrove's extractor process). With ``texts``, each page's
     text (or None) is appended to it."""
     import trafilatura
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
     from trafilatura.deduplication import LRU_TEST
 
     from refine.extract.engines import ExtractConfig
 
     LRU_TEST.clear()
     cfg = ExtractConfig(deduplicate=deduplicate, fast=fast)
-    options = dict(
-        favor_precision=cfg.favor_precision,
-        favor_recall=cfg.favor_recall,
-        include_comments=cfg.include_comments,
-        include_tables=cfg.include_tables,
-        deduplicate=cfg.deduplicate,
-        fast=cfg.fast,
-        output_format=cfg.output_format,
-    )
+    options = cfg.trafilatura_options()
     t0, c0 = time.perf_counter(), time.process_time()
     pages = 0
+    for html, url in html_pages(paths):
+        text = trafilatura.extract(html, url=url, **options)
+        if texts is not None:
+            texts.append(text)
+        pages += 1
+    return pages, time.perf_counter() - t0, time.process_time() - c0
+
+
+def html_pages(paths: list[Path]):
+    """(html str, url) of each HTML response record: fastwarc, resiliparse charset detection."""
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+
     for path in paths:
         for rec in ArchiveIterator(str(path), parse_http=True, quirks_mode=True):
             if rec.record_type != WarcRecordType.response or rec.http_headers is None:
@@ -108,12 +111,7 @@ def bare_trafilatura_loop(
             if "html" not in (rec.http_headers.get("Content-Type") or ""):
                 continue
             body = rec.reader.read()
-            html = bytes_to_str(body, detect_encoding(body))
-            text = trafilatura.extract(html, url=rec.headers.get("WARC-Target-URI"), **options)
-            if texts is not None:
-                texts.append(text)
-            pages += 1
-    return pages, time.perf_counter() - t0, time.process_time() - c0
+            yield bytes_to_str(body, detect_encoding(body)), rec.headers.get("WARC-Target-URI")
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -626,6 +624,12 @@ def main(argv: list[str] | None = None) -> int:
         help="refine extracts with trafilatura's fast=True (datatrove unchanged: NOT the "
         "equivalent configuration); the bare loop runs with and without it, texts compared",
     )
+    ap.add_argument(
+        "--fixed-cost",
+        action="store_true",
+        help="also run each side on a one-page input (--repeat times, interleaved) and report "
+        "per-page CPU with that fixed cost (start-up, imports, Dask, per-stage set-up) taken out",
+    )
     ap.add_argument("--keep", type=Path, help="keep the outputs of the last repeat here")
     ap.add_argument("--datatrove-child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -671,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     shutil.rmtree(side_tmp)
         dt_read = datatrove_read_ids(staged)
+        fixed = measure_fixed_cost(args, tmp) if args.fixed_cost else None
 
     pages = runs["bare"][0]["pages"]
     best = {side: min(rs, key=lambda x: x["seconds"]) for side, rs in runs.items()}
@@ -761,8 +766,54 @@ def main(argv: list[str] | None = None) -> int:
         result["refine_overhead_vs_bare_fast_cpu"] = round(cpu["refine"] / cpu["bare_fast"] - 1, 4)
         # text of every page, bare loop without fast ("default", what datatrove runs) vs with
         result["text_difference"] = text_difference(texts["bare"], texts["bare_fast"])
+    if fixed is not None:
+        # Per page with each side's own one-page run subtracted: what a long run converges to.
+        steady = {
+            side: (cpu[side] - fixed[side]["cpu_seconds"]) / (pages - fixed[side]["pages"])
+            for side in ("refine", "datatrove")
+        }
+        result["fixed_cost"] = {
+            **fixed,
+            "refine_cpu_ms_per_page_without_fixed": round(1000 * steady["refine"], 2),
+            "datatrove_cpu_ms_per_page_without_fixed": round(1000 * steady["datatrove"], 2),
+            "bare_cpu_ms_per_page": round(1000 * cpu["bare"] / pages, 2),
+            "ratio_cpu_without_fixed": round(steady["datatrove"] / steady["refine"], 3),
+            "refine_overhead_vs_bare_cpu_without_fixed": round(
+                steady["refine"] / (cpu["bare"] / pages) - 1, 4
+            ),
+        }
     print(json.dumps(result))
     return 0
+
+
+def measure_fixed_cost(args, tmp: Path) -> dict:
+    """CPU of each side's whole process tree on a one-page input (the first input file that can
+    be cut after its first response record), least of ``--repeat`` interleaved runs."""
+    for src in args.input:
+        dest = tmp / "fixed-inputs"
+        try:
+            staged = stage_inputs([src], dest, 1)
+            break
+        except SystemExit:
+            shutil.rmtree(dest, ignore_errors=True)
+    else:
+        raise SystemExit("bench: no input can be cut to one record for --fixed-cost")
+    pages, _, _ = bare_trafilatura_loop(staged, args.trafilatura_dedup == "on")
+    got: dict[str, list[float]] = {"refine": [], "datatrove": []}
+    for r in range(args.repeat):
+        for side in ("refine", "datatrove") if r % 2 == 0 else ("datatrove", "refine"):
+            side_tmp = tmp / f"fixed-{side}-{r}"
+            side_tmp.mkdir()
+            if side == "refine":
+                got[side].append(run_refine(staged, side_tmp, args)["cpu_seconds"])
+            else:
+                got[side].append(run_datatrove(dest, side_tmp, args)["cpu_seconds"])
+            shutil.rmtree(side_tmp)
+    out: dict = {"input": staged[0].name, "pages": pages}
+    for side, v in got.items():
+        out[side] = {"pages": pages, "cpu_seconds": round(min(v), 2)}
+        out[side]["all"] = [round(x, 2) for x in v]
+    return out
 
 
 if __name__ == "__main__":

@@ -141,8 +141,9 @@ def measure(tmp: Path, docs: list[dict], label: str) -> dict[str, float]:
             assert entry["docs_out"] < entry["docs_in"] or name == "dedup_lines"
             result[name], result[f"{name}_peak"] = peak.mib, peak.peak_mib
         with WorkerPeak(client) as peak:
-            client.submit(_load_everything, str(out / "documents" / "01_extract")).result()
+            nbytes = client.submit(_load_everything, str(out / "documents" / "01_extract")).result()
         result["control"] = peak.mib
+        result["corpus_mib"] = nbytes / 2**20
     return result
 
 
@@ -156,8 +157,10 @@ def test_peak_rss_per_worker_is_flat_when_the_corpus_grows_4x(tmp_path):
     print(figures)
     assert large["parts"] >= 3.5 * small["parts"], figures  # same partition size, 4x the parts
     # the measurement sees corpus-sized state: one task holding the whole corpus grows with it
+    # (at least half of the extra Arrow bytes; the 1x control also holds allocator warm-up, so
+    # a ratio of the two controls is not a steady check)
     corpus_growth = large["control"] - small["control"]
-    assert large["control"] > 2 * small["control"], figures
+    assert corpus_growth > 0.5 * (large["corpus_mib"] - small["corpus_mib"]) > 0, figures
     for name in DEDUP_STAGES:
         # the promise: each worker's peak RSS within 20 % ...
         assert large[f"{name}_peak"] <= (1 + TOLERANCE) * small[f"{name}_peak"], (name, figures)

@@ -99,8 +99,25 @@ class ExtractConfig(StageParams):
     deduplicate: bool = True
     fast: bool = False
     """Skip trafilatura's readability/justext fallbacks (faster, different output)."""
+    speedups: bool = True
+    """Run trafilatura with refine's output-preserving speedups (``refine.extract.
+    trafilatura_speedups``: its regex XPath tests as plain XPath, a C element-class lookup, a
+    one-pass outermost-match search): ~1.2x faster per page, the same text (tested page by page
+    on the sample crawl). False runs trafilatura untouched."""
     output_format: Literal["txt", "markdown"] = "txt"
     """trafilatura output format: "txt" or "markdown"."""
+
+    def trafilatura_options(self) -> dict:
+        """Keyword arguments of ``trafilatura.extract`` for this config (also the bench loops')."""
+        return dict(
+            favor_precision=self.favor_precision,
+            favor_recall=self.favor_recall,
+            include_comments=self.include_comments,
+            include_tables=self.include_tables,
+            deduplicate=self.deduplicate,
+            fast=self.fast,
+            output_format=self.output_format,
+        )
 
     # resiliparse (extract_plain_text)
     main_content: bool = True
@@ -190,15 +207,11 @@ def _load_engine(config: ExtractConfig) -> Callable[[str, str | None], str | Non
                 f"extract.engine: cannot import trafilatura: {type(e).__name__}: {e} "
                 "(trafilatura 2.x with lxml>=5.2 also needs lxml_html_clean)"
             ) from e
-        options = dict(
-            favor_precision=config.favor_precision,
-            favor_recall=config.favor_recall,
-            include_comments=config.include_comments,
-            include_tables=config.include_tables,
-            deduplicate=config.deduplicate,
-            fast=config.fast,
-            output_format=config.output_format,
-        )
+        if config.speedups:
+            from refine.extract.trafilatura_speedups import install
+
+            install()
+        options = config.trafilatura_options()
         return functools.partial(_trafilatura_extract, extract, options)
     if config.engine == "resiliparse":
         try:

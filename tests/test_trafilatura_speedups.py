@@ -1,0 +1,153 @@
+"""refine.extract.trafilatura_speedups: the rewrites must not change one extracted character."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+from lxml import etree
+from support import REPO, require_shared_data
+
+from refine.extract import trafilatura_speedups as ts
+
+NS = {"re": ts.REGEXP_NS}
+
+# Shapes trafilatura uses (anchors, optional characters, classes, groups, quotes) and a few more.
+PATTERNS = [
+    "abc",
+    "^abc",
+    "abc$",
+    "^abc$",
+    "abc\\Z",
+    "bread-?crumb",
+    "dfp[Aa]d",
+    "^(?:nav|post-nav|ZendeskForm)",
+    "(?:^| )ad-",
+    " ad |-ad-|(?:^| )ad-",
+    "content[-_]main|content(?:-|__)body",
+    "^comment[s-]",
+    "it's",
+    "x|^y|z$",
+    "[a-c]x",
+    "ab?c?d",
+    "^$",
+    "^",
+    "(?:a|)b",
+    "^(?:jp-|dpsp-content)|bmdh",
+]
+
+
+def _values(pattern: str, rng: random.Random) -> list[str]:
+    """Strings around the pattern's literals: at the start, end, middle, alone, with newlines."""
+    pieces = {"", " ", "\n", "x", "a", "b", "ab", "it's", "AD-"}
+    try:
+        pieces.update(a.text for a in ts._expand(re._parser.parse(pattern)))  # noqa: SLF001
+    except ts._Untranslatable:  # noqa: SLF001
+        pass
+    pieces = sorted(pieces)
+    out = set()
+    for p in pieces:
+        for pre, post in itertools.product(["", " ", "q", "\n"], ["", " ", "q", "\n", "\n\n"]):
+            out.add(pre + p + post)
+        out.update({p[1:], p[:-1], p.upper(), p * 2})
+    for _ in range(200):
+        out.add("".join(rng.choice(pieces) for _ in range(rng.randint(1, 4))))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_translated_regex_selects_what_python_re_finds(pattern):
+    """For one attribute, the XPath says yes exactly where ``re.search`` does (missing attribute =
+    the empty string, as lxml's re:test sees it); and it agrees with lxml's own re:test."""
+    rng = random.Random(pattern)
+    translated = ts.translate_regex("@class", pattern)
+    assert translated is not None, pattern
+    values = _values(pattern, rng)
+    body = etree.Element("body")
+    for v in values:
+        etree.SubElement(body, "div", {"class": v})
+    etree.SubElement(body, "div")  # no attribute
+    expected = [bool(re.search(pattern, v)) for v in values] + [bool(re.search(pattern, ""))]
+    got_new = [bool(e.xpath(translated)) for e in body]
+    literal = f"'{pattern}'" if "'" not in pattern else f'"{pattern}"'
+    got_lxml = [bool(e.xpath(f"re:test(@class, {literal})", namespaces=NS)) for e in body]
+    assert got_lxml == expected  # our reading of lxml's re:test
+    rows = zip(values + [None], expected, got_new, strict=True)
+    mismatches = [(v, x, y) for v, x, y in rows if x != y]
+    assert not mismatches, mismatches[:5]
+
+
+@pytest.mark.parametrize(
+    "pattern,flags",
+    [("(^|\\s)link(\\s|$)", ""), ("fulltext", "i"), ("a.*b", ""), ("\\bnav", ""), ("[^a]x", ""),
+     ("a+", "")],
+)
+def test_untranslatable_patterns_are_left_alone(pattern, flags):
+    assert ts.translate_regex("@class", pattern, flags) is None
+    path = f".//div[re:test(@class, '{pattern}'{', ' + repr(flags) if flags else ''})]"
+    new, done, kept = ts.translate_path(path)
+    assert done == 0 and kept == 1
+    assert "re:test(@class" in new  # kept, at most behind an attribute-existence guard
+
+
+def test_union_argument_uses_the_first_attribute_in_document_order():
+    """``re:test(@id|@class, P)`` tests whichever of the two comes first in the source."""
+    html = ('<html><body><div id="x" class="y"/><div class="x" id="y"/><div class="x"/>'
+            '<div id="x"/><div id="y" class="x"/><div/></body></html>')
+    doc = etree.fromstring(html, etree.HTMLParser())
+    old = etree.XPath(".//div[re:test(@id|@class, '^x$')]", namespaces=NS)
+    new_path, done, _ = ts.translate_path(old.path)
+    assert done == 1 and "re:test" not in new_path
+    new = etree.XPath(new_path)
+    divs = doc.findall(".//div")
+    assert [divs.index(e) for e in old(doc)] == [0, 1, 2, 3]
+    assert [divs.index(e) for e in new(doc)] == [0, 1, 2, 3]
+
+
+def test_calls_in_a_path_are_all_found_and_rewritten():
+    path = (".//*[self::div or self::p][re:test(@id, 'a|b') or contains(@x, 'y)') or\n"
+            " re:test(@class, \"it's\") or re:test(@class, 'q', 'i')][not(.//h1)]")
+    new, done, kept = ts.translate_path(path)
+    assert (done, kept) == (2, 1)
+    assert new.count("re:test(") == 1 and "contains(@x, 'y)')" in new
+    etree.XPath(new, namespaces=NS)  # still valid XPath
+
+
+def test_the_equivalence_check_rejects_a_wrong_rewrite():
+    path = ".//div[re:test(@class, '^ab')]"
+    old = etree.XPath(path, namespaces=NS)
+    assert ts.check_equivalent(old, etree.XPath(ts.translate_path(path)[0]), path)
+    assert not ts.check_equivalent(old, etree.XPath(".//div[contains(@class, 'ab')]"), path)
+
+
+def test_outermost_matches():
+    doc = etree.fromstring("<a><b><c><d/></c></b><e><f/></e><g/></a>")
+    b, c, d, e, f, g = (doc.find(f".//{t}") for t in "bcdefg")
+    assert ts._outermost(dict.fromkeys([d, b, f, c])) == [b, f]  # noqa: SLF001
+    assert ts._outermost(dict.fromkeys([d, f, g])) == [d, f, g]  # noqa: SLF001
+    assert ts._outermost(dict.fromkeys([doc, d])) == [doc]  # noqa: SLF001
+
+
+def test_same_text_on_every_sample_page():
+    """The whole effect on real pages: 698 HTML pages of the sample crawl, trafilatura untouched
+    and then with the speedups installed, in one fresh process; every text must be identical.
+    (Speed is reported, not asserted: docs/benchmarks.md.)"""
+    data = require_shared_data()
+    proc = subprocess.run(
+        [sys.executable, "scripts/bench_trafilatura_speedups.py", "--repeat", "1"],
+        cwd=REPO, env={**__import__("os").environ, "REFINE_TEST_DATA": str(data)},
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["pages"] >= 600 and result["pages_with_text"] >= 500
+    assert result["pages_differing"] == 0, result["differing_urls"]
+    install = result["install"]
+    assert install["rejected"] == 0 and install["re_test_translated"] >= 20
+    assert install["parser_lookup"] and install["prune"]
+    assert proc.returncode == 0
