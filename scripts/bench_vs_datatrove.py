@@ -241,6 +241,7 @@ def refine_config(
     timeout: float,
     dedup: bool,
     fast: bool = False,
+    prefilter: bool = False,
 ) -> dict:
     return {
         "input": [str(p) for p in inputs],
@@ -254,6 +255,7 @@ def refine_config(
                     "timeout": timeout,
                     "deduplicate": dedup,
                     "fast": fast,
+                    "prefilter_languages": LANGUAGES if prefilter else None,
                 }
             },
             {"language": {"languages": LANGUAGES, "min_score": LANGUAGE_MIN_SCORE}},
@@ -273,7 +275,8 @@ def run_refine(inputs: list[Path], tmp: Path, args) -> dict:
     config = tmp / "refine.yaml"
     dedup = args.trafilatura_dedup == "on"
     cfg = refine_config(
-        inputs, out, args.workers, args.slice_mb, args.timeout, dedup, args.refine_fast
+        inputs, out, args.workers, args.slice_mb, args.timeout, dedup, args.refine_fast,
+        args.refine_prefilter,
     )
     config.write_text(json.dumps(cfg))  # JSON is YAML
     cmd = [sys.executable, "-m", "refine.cli", "run", str(config), "--no-progress"]
@@ -307,6 +310,7 @@ def run_refine(inputs: list[Path], tmp: Path, args) -> dict:
                 "docs_out": s["docs_out"],
                 "seconds": s["seconds"],
                 "cpu_seconds": s["cpu_seconds"],
+                "dropped": s["dropped"],
             }
             for s in stages
         },
@@ -625,11 +629,20 @@ def main(argv: list[str] | None = None) -> int:
         "equivalent configuration); the bare loop runs with and without it, texts compared",
     )
     ap.add_argument(
+        "--refine-prefilter",
+        action="store_true",
+        help="refine skips trafilatura on pages whose quick (resiliparse) text is confidently "
+        "not English (extract: prefilter_languages: [en]); datatrove unchanged: NOT the "
+        "equivalent configuration, agreement says what it costs",
+    )
+    ap.add_argument(
         "--fixed-cost",
         action="store_true",
-        help="also run each side on a one-page input (--repeat times, interleaved) and report "
-        "per-page CPU with that fixed cost (start-up, imports, Dask, per-stage set-up) taken out",
+        help="also run each side on one small input file (--repeat times, interleaved) and "
+        "report the per-page CPU of the remaining pages: the fixed cost (start-up, imports, Dask, "
+        "per-stage set-up) taken out, what a long run converges to",
     )
+    ap.add_argument("--fixed-input", type=Path, help="the small file of --fixed-cost")
     ap.add_argument("--keep", type=Path, help="keep the outputs of the last repeat here")
     ap.add_argument("--datatrove-child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -719,6 +732,8 @@ def main(argv: list[str] | None = None) -> int:
         "trafilatura_dedup": args.trafilatura_dedup,
         # refine with trafilatura fast=True, datatrove without: not the equivalent configuration
         "refine_fast": args.refine_fast,
+        # refine skips trafilatura on confidently non-English pages: not the equivalent config
+        "refine_prefilter": args.refine_prefilter,
         "chain": "read,trafilatura,language(en>0.65),gopher_repetition,gopher_quality,"
         "c4(no terminal-punct rule),fineweb,minhash(14x8,5-grams)",
         "refine": side_entry("refine"),
@@ -787,17 +802,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure_fixed_cost(args, tmp: Path) -> dict:
-    """CPU of each side's whole process tree on a one-page input (the first input file that can
-    be cut after its first response record), least of ``--repeat`` interleaved runs."""
-    for src in args.input:
-        dest = tmp / "fixed-inputs"
-        try:
-            staged = stage_inputs([src], dest, 1)
-            break
-        except SystemExit:
-            shutil.rmtree(dest, ignore_errors=True)
+    """CPU of each side's whole process tree on one small input file, least of ``--repeat``
+    interleaved runs. The file must leave documents for every stage (datatrove's MinHash stages
+    fail on an empty input): ``--fixed-input``, else wget-sample-0000 when it is an input, else
+    the smallest input."""
+    if args.fixed_input is not None:
+        src = args.fixed_input
     else:
-        raise SystemExit("bench: no input can be cut to one record for --fixed-cost")
+        named = [p for p in args.input if p.name == "wget-sample-0000.warc.gz"]
+        src = named[0] if named else min(args.input, key=lambda p: p.stat().st_size)
+    staged = stage_inputs([src], tmp / "fixed-inputs", None)
     pages, _, _ = bare_trafilatura_loop(staged, args.trafilatura_dedup == "on")
     got: dict[str, list[float]] = {"refine": [], "datatrove": []}
     for r in range(args.repeat):
@@ -807,9 +821,9 @@ def measure_fixed_cost(args, tmp: Path) -> dict:
             if side == "refine":
                 got[side].append(run_refine(staged, side_tmp, args)["cpu_seconds"])
             else:
-                got[side].append(run_datatrove(dest, side_tmp, args)["cpu_seconds"])
+                got[side].append(run_datatrove(tmp / "fixed-inputs", side_tmp, args)["cpu_seconds"])
             shutil.rmtree(side_tmp)
-    out: dict = {"input": staged[0].name, "pages": pages}
+    out: dict = {"input": src.name, "pages": pages}
     for side, v in got.items():
         out[side] = {"pages": pages, "cpu_seconds": round(min(v), 2)}
         out[side]["all"] = [round(x, 2) for x in v]

@@ -136,3 +136,38 @@ def test_bench_vs_datatrove_line(tmp_path):
         "dedup_minhash",
     ]
     assert r["refine_stages"]["read"]["docs_in"] == MAX_RECORDS
+
+
+def test_bench_vs_datatrove_prefilter_and_fixed_cost():
+    """--refine-prefilter is reported as such and its skipped pages as extract drops;
+    --fixed-cost measures each side on a small whole file and takes it out per page."""
+    data = require_shared_data()
+    warc = data / "warc" / "web-pages-a.warc.gz"
+    small = data / "warc" / "wget-sample-0001.warc.gz"
+    if not warc.is_file() or not small.is_file():
+        pytest.skip(f"{warc} or {small} not found")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench_vs_datatrove.py"),
+            "--input", str(warc), "--max-records", str(MAX_RECORDS),
+            "--repeat", "1", "--workers", "1",
+            "--refine-prefilter", "--fixed-cost", "--fixed-input", str(small),
+        ],
+        capture_output=True, text=True, cwd=REPO, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["refine_prefilter"] is True
+    extract = r["refine_stages"]["extract"]
+    assert extract["dropped"].get("language_prefilter", 0) > 0  # web-pages-a is mostly German
+    fixed = r["fixed_cost"]
+    assert fixed["input"] == small.name and fixed["pages"] > 0
+    for side in ("refine", "datatrove"):
+        assert fixed[side]["pages"] == fixed["pages"] and fixed[side]["cpu_seconds"] > 0
+        per_page = fixed[f"{side}_cpu_ms_per_page_without_fixed"]
+        expected = (r[side]["cpu_seconds"] - fixed[side]["cpu_seconds"]) / (
+            r["pages"] - fixed["pages"]
+        )
+        rounding = 1000 * 0.011 / (r["pages"] - fixed["pages"])  # both CPU figures are rounded
+        assert per_page == pytest.approx(1000 * expected, abs=rounding + 0.01)
