@@ -106,6 +106,37 @@ def _hub_file(spec: str) -> Path:
         ) from e
 
 
+_IDENTITY_CHUNK = 1 << 20
+
+
+def file_identity(path: str | Path) -> str:
+    """A content identity of a model file for stage fingerprints: its size and an xxh3 of its
+    first, middle and last MiB. Copying or touching the file keeps it; retraining or replacing
+    the model changes it (weights change throughout the file). Not a full-file hash: a multi-GB
+    classifier is identified in three reads."""
+    path = Path(path)
+    st = path.stat()
+    return _file_identity(str(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _file_identity(path: str, size: int, mtime_ns: int) -> str:
+    import xxhash
+
+    h = xxhash.xxh3_64()
+    with open(path, "rb") as f:
+        for offset in sorted({0, max(0, size // 2 - _IDENTITY_CHUNK // 2),
+                              max(0, size - _IDENTITY_CHUNK)}):
+            f.seek(offset)
+            h.update(f.read(_IDENTITY_CHUNK))
+    return f"{size}:{h.hexdigest()}"
+
+
+def model_identity(spec: str) -> str:
+    """``file_identity`` of the file ``spec`` resolves to (``ConfigError`` if there is none)."""
+    return file_identity(resolve_model(spec))
+
+
 def check_fasttext_model(spec: str) -> str:
     """Resolve ``spec`` and check that fastText can load it (import and file magic), cheaply."""
     path = resolve_model(spec)

@@ -131,3 +131,45 @@ def test_saved_signals_are_reused_for_unchanged_text_only():
     assert res.stats.counters["signals_reused"] == 2
     assert res.log["n_words"].to_pylist() == [3, 4, 4, 3]
     assert res.table["id"].to_pylist() == ["d1", "d2"]
+
+
+def test_a_model_replaced_under_the_same_path_changes_the_fingerprints(tmp_path):
+    """A filter's model file is part of its identity: retrained or replaced at the same path, the
+    stage recomputes (fingerprint and score fingerprint change); copied or touched, it resumes."""
+    import os
+    import shutil
+
+    from refine.filters.language import LanguageFilter
+    from refine.models import DEFAULT_LID_MODEL, resolve_model
+    from refine.pipeline.stage import _digest
+
+    lid = resolve_model(DEFAULT_LID_MODEL)
+    model = tmp_path / "lid.ftz"
+    shutil.copy(lid, model)
+    stage = LanguageFilter(LanguageFilter.Params(model=str(model)))
+    fp, score_fp = stage.fingerprint(), stage.score_fingerprint()
+    # the file under another path, or touched: same content, same fingerprints
+    copy = tmp_path / "copy" / "lid.ftz"
+    copy.parent.mkdir()
+    shutil.copy(model, copy)
+    os.utime(model, ns=(1, 1))
+    assert stage.fingerprint() == fp and stage.score_fingerprint() == score_fp
+    moved = LanguageFilter(LanguageFilter.Params(model=str(copy)))
+    assert moved.model_files() == stage.model_files()
+    # the same path, other content (one byte in the middle of the file, same size)
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    assert stage.fingerprint() != fp and stage.score_fingerprint() != score_fp
+    # a stage without models keeps the fingerprint earlier versions computed
+    s = MinWords()
+    assert s.model_params == () and s.model_files() == {}
+    assert s.fingerprint() == _digest({"name": s.name, "params": s.params.model_dump(mode="json")})
+
+
+def test_extract_fingerprint_names_the_prefilter_model_only_when_it_is_on():
+    from refine.extract.stages import Extract
+
+    assert Extract().model_files() == {}
+    on = Extract(Extract.Params(prefilter_languages=["en"]))
+    assert set(on.model_files()) == {"prefilter_model"}

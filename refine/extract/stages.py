@@ -47,6 +47,8 @@ PAGE_SCHEMA = pa.schema(
 )
 
 #: Reasons that are problems with the input (their file#offset goes into the report's examples).
+#: extract reasons that are decisions, not errors (no error sample is kept for them)
+_EXTRACT_DROPS = {"no_text", "language_prefilter"}
 _ERROR_REASONS = {"corrupt_record", "truncated", "not_warc", "content_encoding", "page_too_large"}
 
 
@@ -150,6 +152,13 @@ class Extract(MapStage):
     def check(self) -> None:
         check_engine(self.params)
 
+    def model_files(self) -> dict[str, str]:
+        from refine.models import model_identity
+
+        if not self.params.prefilter_languages:
+            return {}
+        return {"prefilter_model": model_identity(self.params.prefilter_model)}
+
     def process(self, table: pa.Table) -> StageResult:
         t0, c0 = time.perf_counter(), time.process_time()
         n = table.num_rows
@@ -181,7 +190,7 @@ class Extract(MapStage):
                 child_cpu += res.cpu_seconds
                 if res.reason is not None:
                     reasons[i], details[i] = res.reason, res.detail
-                    if res.reason != "no_text":
+                    if res.reason not in _EXTRACT_DROPS:
                         stats.error(res.reason, sources[i], res.detail)
                 else:
                     texts[i] = res.text

@@ -67,6 +67,7 @@ class QualityClassifier(FilterStage):
 
     name = "quality_classifier"
     Params = QualityClassifierParams
+    model_params = ("model",)
     thresholds = frozenset({"min_score"})
 
     def check(self) -> None:

@@ -48,6 +48,7 @@ class LanguageFilter(FilterStage):
 
     name = "language"
     Params = LanguageParams
+    model_params = ("model",)
     thresholds = frozenset({"languages", "min_score"})
 
     def check(self) -> None:

@@ -269,6 +269,7 @@ class PerplexityFilter(FilterStage):
 
     name = "perplexity"
     Params = PerplexityParams
+    model_params = ("model", "sp_model")
     thresholds = frozenset(
         {"max_ppl", "keep_buckets", "cutoffs", "cutoff_csv", "percentile_head", "percentile_tail"}
     )

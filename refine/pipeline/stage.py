@@ -63,21 +63,36 @@ class Stage:
     #: signals instead of recomputing them (see ``FilterStage``).
     thresholds: ClassVar[frozenset[str]] = frozenset()
 
+    #: Params that name model files (``refine.models`` specs): the files' content identity
+    #: enters the fingerprints, so a model retrained or replaced under the same name recomputes
+    #: what it decided instead of resuming from the old model's outputs.
+    model_params: ClassVar[tuple[str, ...]] = ()
+
+    def model_files(self) -> dict[str, str]:
+        """param name -> identity of the model file it names (``model_params``)."""
+        from refine.models import model_identity
+
+        specs = {name: getattr(self.params, name, None) for name in self.model_params}
+        return {name: model_identity(spec) for name, spec in specs.items() if spec}
+
+    def _identity(self, params: dict) -> dict:
+        ident = {"name": self.name, "params": params}
+        models = self.model_files()
+        if models:  # stages without models keep the fingerprints earlier versions wrote
+            ident["models"] = models
+        return ident
+
     def fingerprint(self) -> str:
         """Identifies the stage's behaviour; a change invalidates its outputs on re-run."""
-        return _digest({"name": self.name, "params": self.params.model_dump(mode="json")})
+        return _digest(self._identity(self.params.model_dump(mode="json")))
 
     def score_fingerprint(self) -> str:
-        """Identifies how the stage scores: its params without the thresholds, and the text
-        hash its saved signals are tied to (signals saved under another one are not reused)."""
+        """Identifies how the stage scores: its params without the thresholds, its model files,
+        and the text hash its saved signals are tied to (signals saved under another one are not
+        reused)."""
         params = self.params.model_dump(mode="json")
-        return _digest(
-            {
-                "name": self.name,
-                "params": {k: v for k, v in params.items() if k not in self.thresholds},
-                "text_hash": TEXT_HASH,
-            }
-        )
+        ident = self._identity({k: v for k, v in params.items() if k not in self.thresholds})
+        return _digest({**ident, "text_hash": TEXT_HASH})
 
 
 def _digest(obj: Any) -> str:
