@@ -477,3 +477,27 @@ def test_progress_display_counts_global_stage_phases(tmp_path):
     closing = next(x for x in lines if x.startswith("dedup_exact: "))
     assert f"{stage['docs_in']} -> {stage['docs_out']} docs" in closing
     assert (stage["docs_in"], stage["docs_out"]) == (4, 2)
+
+
+def test_language_prefilter_is_a_counted_extract_drop(tmp_path):
+    """extract with ``prefilter_languages``: pages skipped before trafilatura are reported as the
+    extract stage's "language_prefilter" drops (a decision, no error sample), the rest extracted."""
+    german = (
+        "<html><body><article>"
+        + "<p>Dies ist ein deutscher Absatz mit genug Wörtern, damit jede Spracherkennung ihn "
+        "sicher als Deutsch erkennt, und er steht im Hauptinhalt der Seite.</p>" * 4
+        + "</article></body></html>"
+    ).encode()
+    records = [record(url=f"http://en.example/{i}", http_body=good_page(i)) for i in range(3)]
+    records += [record(url=f"http://de.example/{i}", http_body=german) for i in range(2)]
+    warc = write_warc(tmp_path / "mixed.warc.gz", records)
+    out = tmp_path / "out"
+    stages = "  - read: {}\n  - extract: {engine: trafilatura, prefilter_languages: [en]}\n"
+    cfg = write_config(tmp_path / "c.yaml", [str(warc)], out, stages)
+    r = run_cli("run", str(cfg), "--workers", "1", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ext = stage(check_report_consistent(out), "extract")
+    assert ext["dropped"] == {"language_prefilter": 2} and ext["docs_out"] == 3
+    assert not ext.get("errors")
+    urls = sorted(documents(out)["url"].to_pylist())
+    assert urls == [f"http://en.example/{i}" for i in range(3)]

@@ -45,6 +45,7 @@ from typing import Literal
 from pydantic import Field
 
 from refine.errors import ConfigError
+from refine.models import DEFAULT_LID_MODEL, check_fasttext_model, fasttext_model
 from refine.pipeline.stage import StageParams
 
 __all__ = [
@@ -107,6 +108,21 @@ class ExtractConfig(StageParams):
     output_format: Literal["txt", "markdown"] = "txt"
     """trafilatura output format: "txt" or "markdown"."""
 
+    # language pre-filter (off by default: it changes which pages are extracted)
+    prefilter_languages: tuple[str, ...] | None = None
+    """Skip the engine on pages that are confidently in none of these languages (fastText on a
+    quick resiliparse text of the page); they are dropped as "language_prefilter". For an
+    English-only run, ["en"] extracts only the pages that can pass the language stage, saving the
+    engine's time on the rest. Not output-equivalent: a page whose quick text is confidently
+    another language but whose engine text would pass the language stage is lost (measured in
+    docs/benchmarks.md). None: off."""
+    prefilter_max_score: float = Field(default=0.05, gt=0, le=1)
+    """Drop only when the wanted languages' summed probability on the quick text is below this."""
+    prefilter_min_chars: int = Field(default=100, ge=0)
+    """Quick texts shorter than this are not judged (the engine runs)."""
+    prefilter_model: str = DEFAULT_LID_MODEL
+    """fastText language model of the pre-filter (the language stage's default)."""
+
     def trafilatura_options(self) -> dict:
         """Keyword arguments of ``trafilatura.extract`` for this config (also the bench loops')."""
         return dict(
@@ -131,6 +147,14 @@ class ExtractConfig(StageParams):
     """resiliparse: treat comment sections as main content (its default, and datatrove's)."""
     skip_elements: tuple[str, ...] | None = None
     """resiliparse: CSS selectors of elements to skip."""
+
+
+class EngineDrop(Exception):
+    """An engine's decision to drop a page for a reason of its own (not an error)."""
+
+    def __init__(self, reason: str, detail: str | None = None):
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
 
 
 @dataclass
@@ -212,7 +236,7 @@ def _load_engine(config: ExtractConfig) -> Callable[[str, str | None], str | Non
 
             install()
         options = config.trafilatura_options()
-        return functools.partial(_trafilatura_extract, extract, options)
+        return _prefiltered(config, functools.partial(_trafilatura_extract, extract, options))
     if config.engine == "resiliparse":
         try:
             from resiliparse.extract.html2text import extract_plain_text
@@ -232,12 +256,52 @@ def _load_engine(config: ExtractConfig) -> Callable[[str, str | None], str | Non
             skip_elements=list(config.skip_elements) if config.skip_elements else None,
         )
         return functools.partial(_resiliparse_extract, extract_plain_text, options)
-    return _resolve_custom(config.engine)
+    return _prefiltered(config, _resolve_custom(config.engine))
+
+
+def _prefiltered(config: ExtractConfig, engine: Callable) -> Callable:
+    """``engine`` behind the language pre-filter when ``prefilter_languages`` is set.
+
+    The quick text is resiliparse's main-content text (~1/6 of trafilatura's time per page);
+    fastText sees it on one line, as the language stage does. The model loads on first use, in
+    the extraction child."""
+    if not config.prefilter_languages:
+        return engine
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.html import HTMLTree
+
+    wanted = {f"__label__{lang}" for lang in config.prefilter_languages}
+    model = None
+
+    def run(html: str, url: str | None):
+        nonlocal model
+        quick = extract_plain_text(HTMLTree.parse(html), main_content=True)
+        if len(quick) >= max(1, config.prefilter_min_chars):
+            if model is None:
+                model = fasttext_model(config.prefilter_model)
+            labels, probs = model.predict(quick.replace("\n", " "), k=-1, threshold=0.0)
+            score = float(sum(p for lab, p in zip(labels, probs, strict=True) if lab in wanted))
+            if score < config.prefilter_max_score:
+                top = labels[0].removeprefix("__label__") if len(labels) else "?"
+                top_score = float(probs[0]) if len(probs) else 0.0
+                raise EngineDrop(
+                    "language_prefilter", f"quick text: {top} {top_score:.3f}, wanted {score:.4f}"
+                )
+        return engine(html, url)
+
+    return run
 
 
 def check_engine(config: ExtractConfig) -> None:
     """Fail at pipeline build time, not hours into a run: raise ConfigError if the engine cannot
     be imported in this environment (limits are validated by the model itself)."""
+    if config.prefilter_languages:
+        if config.engine == "resiliparse":
+            raise ConfigError(
+                "extract.prefilter_languages: the pre-filter's quick text is resiliparse's; with "
+                "engine resiliparse it saves nothing (use the language stage)"
+            )
+        check_fasttext_model(config.prefilter_model)
     _load_engine(config)
 
 
@@ -333,6 +397,8 @@ def _child_main() -> None:
                 raise TypeError(f"engine returned {type(text).__name__}, expected str or None")
             if not text or text.isspace():
                 text, reason = None, "no_text"
+        except EngineDrop as e:
+            text, reason, detail = None, e.reason, e.detail
         except _SoftTimeout:
             text, reason, detail = None, "extract_timeout", f"soft limit {soft:.3g}s in child"
         except MemoryError:
