@@ -398,6 +398,11 @@ def test_language_prefilter_skips_other_languages_and_leaves_the_rest_untouched(
     # too little quick text to judge: the engine decides
     short = "<html><body><p>Kurzer Text auf Deutsch.</p></body></html>"
     assert pre.extract(short, None).reason != "language_prefilter"
+    # 10^5 nested divs: the quick pass is linear in depth, the page gets the engine's decision
+    # at once instead of a timeout (resiliparse's main-content mode would take minutes)
+    nested = "<div>" * 100_000 + "deep text" + "</div>" * 100_000
+    got, alone = pre.extract(nested, None), plain.extract(nested, None)
+    assert (got.reason, got.text) == (alone.reason, alone.text) and got.seconds < 5
 
 
 def test_language_prefilter_config_is_checked_before_work():
