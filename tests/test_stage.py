@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -173,3 +175,15 @@ def test_extract_fingerprint_names_the_prefilter_model_only_when_it_is_on():
     assert Extract().model_files() == {}
     on = Extract(Extract.Params(prefilter_languages=["en"]))
     assert set(on.model_files()) == {"prefilter_model"}
+
+
+def test_extreme_counters_are_not_summed_across_parts():
+    a = StageStats(name="s", counters=Counter({"lines_removed": 3, "max_rows_per_line_key": 7,
+                                               "cc_converged": 1, "cc_iterations": 4}))
+    b = StageStats(name="s", counters=Counter({"lines_removed": 2, "max_rows_per_line_key": 5,
+                                               "cc_converged": 0}))
+    total = merge_stats([a, b, StageStats(name="s")]).counters
+    assert total == {"lines_removed": 5, "max_rows_per_line_key": 7, "cc_converged": 0,
+                     "cc_iterations": 4}
+    # zero values survive (Counter addition would drop them)
+    assert (b + StageStats(name="s")).counters["cc_converged"] == 0

@@ -16,6 +16,20 @@ MAX_ERROR_SAMPLES = 50
 #: How many examples of what a stage removed (a duplicate beside the document it duplicated, a
 #: removed line and its count) a stage keeps for inspection.
 MAX_EXAMPLES = 20
+#: Counters that describe an extreme or a state of the whole stage, not an amount: combined with
+#: ``max`` (``cc_converged``: ``min``, converged only if every piece did) instead of summed.
+MAX_COUNTERS = frozenset({"max_rows_per_line_key", "largest_shard_bytes", "cc_iterations"})
+MIN_COUNTERS = frozenset({"cc_converged"})
+
+
+def _combine(a: Counter, b: Counter) -> Counter:
+    total = a + b
+    for key in (a.keys() | b.keys()) & (MAX_COUNTERS | MIN_COUNTERS):
+        if key in a and key in b:
+            total[key] = (max if key in MAX_COUNTERS else min)(a[key], b[key])
+        else:
+            total[key] = a[key] if key in a else b[key]
+    return total
 
 
 @dataclass
@@ -62,7 +76,7 @@ class StageStats:
             seconds=self.seconds + other.seconds,
             cpu_seconds=self.cpu_seconds + other.cpu_seconds,
             parts=self.parts + other.parts,
-            counters=self.counters + other.counters,
+            counters=_combine(self.counters, other.counters),
             # the smallest by source, not the first to arrive: the report does not depend on
             # which parts finished first, and the sum is bounded whatever the number of parts
             errors=sorted(self.errors + other.errors, key=_error_key)[:MAX_ERROR_SAMPLES],
