@@ -152,12 +152,11 @@ class Extract(MapStage):
     def check(self) -> None:
         check_engine(self.params)
 
-    def model_files(self) -> dict[str, str]:
-        from refine.models import model_identity
+    model_params = ("prefilter_model",)
 
-        if not self.params.prefilter_languages:
-            return {}
-        return {"prefilter_model": model_identity(self.params.prefilter_model)}
+    def model_files(self) -> dict[str, str]:
+        # the model decides nothing while the pre-filter is off
+        return super().model_files() if self.params.prefilter_languages else {}
 
     def process(self, table: pa.Table) -> StageResult:
         t0, c0 = time.perf_counter(), time.process_time()

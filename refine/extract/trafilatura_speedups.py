@@ -56,7 +56,7 @@ except ImportError:  # pragma: no cover - Python 3.10
 
 from lxml import etree
 
-__all__ = ["install", "installed", "translate_path", "check_equivalent", "SpeedupReport"]
+__all__ = ["install", "translate_path", "check_equivalent", "SpeedupReport"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ _MAX_CLASS = 8
 _MAX_REPEAT = 3
 _ATTR_ARG = re.compile(r"^@[A-Za-z_][\w.-]*(?:\s*\|\s*@[A-Za-z_][\w.-]*)*$")
 # Namespace prefixes other than re: make a path unsafe to recompile with our namespaces.
+_STRING_LITERAL = re.compile(r"'([^']*)'|\"([^\"]*)\"")
 _PREFIX = re.compile(r"(?<![\w:])([A-Za-z_][\w.-]*):(?!:)")
 
 
@@ -156,6 +157,14 @@ def _expand(seq) -> list[_Alt]:
     return alts
 
 
+def _literals(pattern: str) -> list[_Alt] | None:
+    """The literal alternatives of ``pattern``, or None when it has no such finite form."""
+    try:
+        return _expand(_sre_p.parse(pattern))
+    except (_Untranslatable, re.error, RecursionError):
+        return None
+
+
 def _literal(text: str) -> str:
     if "'" not in text:
         return f"'{text}'"
@@ -194,9 +203,8 @@ def translate_regex(arg: str, pattern: str, flags: str = "") -> str | None:
     """
     if "i" in flags or not _ATTR_ARG.match(arg):
         return None
-    try:
-        alts = _expand(_sre_p.parse(pattern))
-    except (_Untranslatable, re.error, RecursionError):
+    alts = _literals(pattern)
+    if alts is None:
         return None
     if any(not a.text for a in alts):  # matches the empty string: no guard possible
         s = f"string({arg})"
@@ -304,12 +312,8 @@ def _probe_values(path: str) -> list[str]:
     pieces: set[str] = {"", " ", "\n", "x"}
     for _s, _e, args in _find_calls(path):
         if len(args) >= 2 and (pattern := _unquote(args[1])) is not None:
-            try:
-                for alt in _expand(_sre_p.parse(pattern)):
-                    pieces.add(alt.text)
-            except (_Untranslatable, re.error, RecursionError):
-                pass
-    for lit in re.findall(r"'([^']*)'|\"([^\"]*)\"", path):
+            pieces.update(a.text for a in _literals(pattern) or ())
+    for lit in _STRING_LITERAL.findall(path):
         pieces.update(p for p in lit if p)
     values: set[str] = set()
     for p in pieces:
@@ -380,15 +384,11 @@ class SpeedupReport:
 _INSTALLED: SpeedupReport | None = None
 
 
-def installed() -> SpeedupReport | None:
-    return _INSTALLED
-
-
 def _rewrite(old: etree.XPath, report: SpeedupReport) -> etree.XPath | None:
     path = old.path
     if "re:test(" not in path:
         return None
-    bare = re.sub(r"'[^']*'|\"[^\"]*\"", "''", path).replace("::", "  ")
+    bare = _STRING_LITERAL.sub("''", path).replace("::", "  ")
     if any(p != "re" for p in _PREFIX.findall(bare)):
         return None
     new_path, done, kept = translate_path(path)
@@ -574,6 +574,5 @@ def install() -> SpeedupReport:
     if report.rejected:
         LOGGER.warning("trafilatura speedups: %d expressions kept as they were (check failed)",
                        len(report.rejected))
-    report._keep = replaced  # type: ignore[attr-defined]
     _INSTALLED = report
     return report
