@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "all_speedups_cpu_seconds": [round(x, 3) for x in fast_cpu],
         "install_cpu_seconds": round(install_cpu, 3),
         "install": {
+            "python_paths": report.python_paths,
             "expressions": report.expressions,
             "re_test_translated": report.translated,
             "re_test_kept": report.guarded,
