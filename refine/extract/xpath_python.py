@@ -4,7 +4,8 @@ libxml2 evaluates ``.//*[self::div or ...][contains(@class, 'x') or re:test(@id,
 building a node set per step and, for every ``re:test``, calling back into Python with a fresh
 string (lxml's EXSLT regex support is Python code). On the sample crawl these expressions are
 ~40% of trafilatura's CPU. The same selection written as a loop over
-``element.iterdescendants(tags)`` with ``element.get`` and ``str`` tests, each regex result
+``element.iterdescendants(tags)`` with each tested attribute read once per element (elements with
+none of them skipped at once when that makes the predicate false) and each regex result
 cached per attribute value (class and id strings repeat across a page and across pages), costs
 4-6x less.
 
@@ -83,6 +84,7 @@ class _Compiler:
         self.toks = tokens
         self.i = 0
         self.consts: dict[str, object] = {}
+        self.attrs: dict[str, str] = {}  # attribute name -> local variable holding el.get(name)
 
     # ---------------------------------------------------------------- token helpers
     def peek(self, k: int = 0) -> str | None:
@@ -95,6 +97,10 @@ class _Compiler:
             raise Unsupported(f"expected {expected!r}, found {tok!r}")
         self.i += 1
         return tok
+
+    def var(self, attr: str) -> str:
+        """The local variable that holds ``el.get(attr)`` (read once per element)."""
+        return self.attrs.setdefault(attr, f"a{len(self.attrs)}")
 
     def const(self, value: object) -> str:
         name = f"_c{len(self.consts)}"
@@ -174,7 +180,8 @@ class _Compiler:
             raise Unsupported("!=")
         if left.kind == "attrs" and right.kind == "str" and right.code.startswith("_c"):
             lit = right.code
-            return _Expr("(" + " or ".join(f"g({a!r}) == {lit}" for a in left.attrs) + ")", "bool")
+            terms = " or ".join(f"{self.var(a)} == {lit}" for a in left.attrs)
+            return _Expr(f"({terms})", "bool")
         if left.kind == "str" and right.kind == "str":
             return _Expr(f"({left.code} == {right.code})", "bool")
         raise Unsupported(f"comparison of {left.kind} and {right.kind}")
@@ -273,7 +280,7 @@ class _Compiler:
             arg = args[0]
             if arg.kind == "attrs" and len(arg.attrs) == 1 and rx.search("") is None:
                 # no attribute: the empty string, which this pattern does not match
-                v = f"g({arg.attrs[0]!r})"
+                v = self.var(arg.attrs[0])
                 return _Expr(f"({v} is not None and {test}({v}))", "bool")
             return _Expr(f"{test}({self.to_str(arg).code})", "bool")
         raise Unsupported(f"function {name}/{len(args)}")
@@ -287,7 +294,8 @@ class _Compiler:
         if e.kind == "str":
             return _Expr(f"(len({e.code}) > 0)", "bool")
         if e.kind == "attrs":
-            return _Expr("(" + " or ".join(f"g({a!r}) is not None" for a in e.attrs) + ")", "bool")
+            terms = " or ".join(f"{self.var(a)} is not None" for a in e.attrs)
+            return _Expr(f"({terms})", "bool")
         raise Unsupported(e.kind)
 
     def to_str(self, e: _Expr) -> _Expr:
@@ -295,9 +303,29 @@ class _Compiler:
             return e
         if e.kind == "attrs":
             if len(e.attrs) == 1:
-                return _Expr(f"(g({e.attrs[0]!r}) or '')", "str")
+                return _Expr(f"({self.var(e.attrs[0])} or '')", "str")
+            if len(e.attrs) == 2:
+                a, b = (self.var(n) for n in e.attrs)
+                return _Expr(f"(({b} or '') if {a} is None else ({a} if {b} is None else "
+                             f"_first(el, {e.attrs!r})))", "str")
             return _Expr(f"_first(el, {e.attrs!r})", "str")
         raise Unsupported(f"string of {e.kind}")
+
+
+def _false_without_attributes(cond: str, c: _Compiler) -> bool:
+    """Whether ``cond`` is false on every element that has none of the attributes it reads (it
+    does not look at the tag or the descendants, so nothing else can make it true)."""
+    if "tag ==" in cond or "_has(" in cond:
+        return False
+
+    def no_element(*_args):
+        raise LookupError  # the condition wants the element: no shortcut
+
+    scope = {**c.consts, **dict.fromkeys(c.attrs.values()), "_first": no_element}
+    try:
+        return eval(compile(cond, "<cond>", "eval"), scope) is False  # noqa: S307
+    except Exception:  # noqa: BLE001 - any doubt: no shortcut
+        return False
 
 
 def _cached_search(rx: re.Pattern) -> Callable[[str], bool]:
@@ -318,15 +346,15 @@ def _cached_search(rx: re.Pattern) -> Callable[[str], bool]:
 
 def _first(el, names: tuple[str, ...]) -> str:
     """XPath ``string(@a|@b)``: the value of whichever attribute comes first in the element."""
-    found = [n for n in names if el.get(n) is not None]
-    if not found:
-        return ""
-    if len(found) == 1:
-        return el.get(found[0])
-    for key in el.keys():
-        if key in found:
-            return el.get(key)
-    return ""  # pragma: no cover - el.get and el.keys agree
+    found = None
+    for name in names:
+        if el.get(name) is not None:
+            if found is not None:  # two or more present: the element's attribute order decides
+                for key in el.keys():
+                    if key in names:
+                        return el.get(key)
+            found = name
+    return "" if found is None else el.get(found)
 
 
 def _has(el, tag: str) -> bool:
@@ -368,7 +396,15 @@ def compile_path(original: etree.XPath) -> PythonPath:
     lines = ["def _select(root):", "    out = []"]
     if spec["first_child"]:
         lines.append("    seen = set()")
-    lines += [f"    for el in {iterate}:", "        g = el.get"]
+    lines.append(f"    for el in {iterate}:")
+    if c.attrs:
+        lines.append("        g = el.get")
+        lines += [f"        {v} = g({a!r})" for a, v in c.attrs.items()]
+        if _false_without_attributes(cond, c):
+            # the common case: none of the tested attributes, so the predicate is false
+            lines.append("        if " + " and ".join(f"{v} is None" for v in c.attrs.values())
+                         + ":")
+            lines.append("            continue")
     if "tag ==" in cond:
         lines.append("        tag = el.tag")
     lines.append(f"        if {cond}:")
