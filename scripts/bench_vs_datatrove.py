@@ -287,6 +287,7 @@ def run_refine(inputs: list[Path], tmp: Path, args) -> dict:
     read_log = pq.read_table(out / "stages" / stages[0]["folder"], columns=["id", "kept"])
     read_ids = read_log.filter(read_log["kept"])["id"].to_pylist()
     reasons: dict[str, str] = {}
+    survivor: dict[str, str] = {}  # near-duplicate removed by refine -> the member refine kept
     for entry in stages:
         folder = out / "stages" / entry["folder"]
         if not folder.is_dir():
@@ -295,6 +296,11 @@ def run_refine(inputs: list[Path], tmp: Path, args) -> dict:
         for doc_id, reason in zip(dlog["id"].to_pylist(), dlog["reason"].to_pylist(), strict=True):
             if reason is not None and doc_id not in reasons:
                 reasons[doc_id] = f"{entry['name']}:{reason}"
+        if entry["name"] == "dedup_minhash":
+            dlog = pq.read_table(folder, columns=["id", "duplicate_of"])
+            survivor.update((i, d) for i, d in zip(dlog["id"].to_pylist(),
+                                                   dlog["duplicate_of"].to_pylist(), strict=True)
+                            if d is not None)
     return {
         "seconds": report["wall_seconds"],
         "process_seconds": wall,
@@ -315,6 +321,7 @@ def run_refine(inputs: list[Path], tmp: Path, args) -> dict:
             for s in stages
         },
         "drop_reasons": reasons,
+        "survivor": survivor,
     }
 
 
@@ -549,7 +556,18 @@ def agreement(refine: dict, datatrove: dict, dt_read: set[str]) -> dict:
         "jaccard_common_input": round(len(ours_c & theirs_c) / len(union_c), 4) if union_c else 1.0,
         "refine_only_common_input": len(ours_c - theirs_c),
         "datatrove_only_common_input": len(theirs_c - ours_c),
+        # the same, with each of refine's near-duplicate clusters counted once whichever member
+        # a side kept (datatrove keeps its union-find root, refine the smallest id): what is
+        # left are documents one side filtered out and the other kept
+        "jaccard_common_input_by_cluster": _jaccard(
+            {refine["survivor"].get(i, i) for i in ours_c},
+            {refine["survivor"].get(i, i) for i in theirs_c},
+        ),
     }
+
+
+def _jaccard(a: set, b: set) -> float:
+    return round(len(a & b) / len(a | b), 4) if a | b else 1.0
 
 
 def text_difference(default: list, fast: list, sample: int = 100, seed: int = 0) -> dict:

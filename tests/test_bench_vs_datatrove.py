@@ -124,6 +124,9 @@ def test_bench_vs_datatrove_line(tmp_path):
     mine, yours = ours & read_ids, theirs & read_ids
     assert a["refine_only_common_input"] <= len(mine - yours)
     assert 0.0 <= a["jaccard_common_input"] <= 1.0
+    # each of refine's near-duplicate clusters counted once: refine keeps one id per cluster, so
+    # mapping ids to their cluster's survivor can only merge, never split, documents
+    assert a["jaccard_common_input"] <= a["jaccard_common_input_by_cluster"] <= 1.0
     # every stage of the chain is in refine's per-stage profile
     assert list(r["refine_stages"]) == [
         "read",

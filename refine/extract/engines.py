@@ -46,7 +46,7 @@ from pydantic import Field
 
 from refine.errors import ConfigError
 from refine.models import DEFAULT_LID_MODEL, check_fasttext_model, fasttext_model
-from refine.pipeline.stage import StageParams
+from refine.pipeline.params import StageParams
 
 __all__ = [
     "ExtractConfig",

@@ -25,15 +25,9 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
-from pydantic import BaseModel, ConfigDict
 
+from refine.pipeline.params import StageParams
 from refine.pipeline.stats import StageStats
-
-
-class StageParams(BaseModel):
-    """Base of every stage's parameters: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 @dataclass
