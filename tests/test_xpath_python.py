@@ -154,3 +154,20 @@ def test_every_call_on_the_sample_pages_selects_what_libxml2_selects(monkeypatch
     assert sum(t is not None for t in texts) >= 500
     assert calls[0] >= 5000
     assert differ == []
+
+
+def test_regex_cache_is_bounded_and_stays_right(monkeypatch):
+    """Results are cached per attribute value, up to a bound; past it the cache starts over and
+    answers stay those of ``re.search``."""
+    import re
+
+    from refine.extract import xpath_python
+
+    monkeypatch.setattr(xpath_python, "_CACHE_LIMIT", 3)
+    test = xpath_python._cached_search(re.compile("^nav|menu"))  # noqa: SLF001
+    values = [f"x{i} menu" if i % 3 == 0 else f"nav{i}" if i % 3 == 1 else f"x{i}"
+              for i in range(20)] * 2
+    assert [test(v) for v in values] == [bool(re.search("^nav|menu", v)) for v in values]
+    cells = test.__closure__
+    cache = next(c.cell_contents for c in cells if isinstance(c.cell_contents, dict))
+    assert len(cache) <= 3

@@ -40,7 +40,7 @@ from lxml import etree
 
 __all__ = ["Unsupported", "PythonPath", "compile_path", "random_documents"]
 
-_CACHE_LIMIT = 200_000  # regex results kept per pattern (attribute value -> bool)
+_CACHE_LIMIT = 16_384  # regex results kept per pattern (attribute value -> bool): ~3 MiB each
 
 _TOKEN = re.compile(
     r"""\s*(?:
