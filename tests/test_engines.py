@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import extract_fixtures
@@ -311,6 +313,23 @@ def test_get_extractor_is_cached_per_config_and_thread():
 @pytest.mark.parametrize("engine", ["trafilatura", "resiliparse", f"{FIXTURES}:echo"])
 def test_check_engine_accepts_installed_engines(engine):
     check_engine(ExtractConfig(engine=engine))
+
+
+def test_checking_the_config_leaves_the_drivers_trafilatura_as_shipped():
+    """Building a pipeline (in the driver, or in a user's own process) checks that trafilatura
+    imports; only the extraction child patches it with the speedups."""
+    code = (
+        "from lxml import etree\n"
+        "from refine.extract.engines import ExtractConfig, check_engine\n"
+        "check_engine(ExtractConfig())\n"
+        "from trafilatura import xpaths\n"
+        "assert all(type(x) is etree.XPath for x in xpaths.OVERALL_DISCARD_XPATH)\n"
+        "from refine.extract import trafilatura_speedups\n"
+        "assert trafilatura_speedups._INSTALLED is None\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize(

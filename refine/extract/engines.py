@@ -218,10 +218,14 @@ def _resiliparse_extract(extract: Callable, options: dict, html: str | bytes, ur
     return extract(html, **options)
 
 
-def _load_engine(config: ExtractConfig) -> Callable[[str, str | None], str | None]:
+def _load_engine(
+    config: ExtractConfig, speedups: bool = True
+) -> Callable[[str, str | None], str | None]:
     """Import the engine and bind its options: returns f(html, url) -> str | None.
 
-    Raises ConfigError when the engine cannot be imported.
+    Raises ConfigError when the engine cannot be imported. ``speedups=False`` skips installing
+    trafilatura's speedups (``check_engine`` in the driver: they never fail, only the extraction
+    child runs trafilatura, and installing them costs ~0.3 CPU-s).
     """
     if config.engine == "trafilatura":
         try:
@@ -231,7 +235,7 @@ def _load_engine(config: ExtractConfig) -> Callable[[str, str | None], str | Non
                 f"extract.engine: cannot import trafilatura: {type(e).__name__}: {e} "
                 "(trafilatura 2.x with lxml>=5.2 also needs lxml_html_clean)"
             ) from e
-        if config.speedups:
+        if config.speedups and speedups:
             from refine.extract.trafilatura_speedups import install
 
             install()
@@ -305,7 +309,7 @@ def check_engine(config: ExtractConfig) -> None:
                 "engine resiliparse it saves nothing (use the language stage)"
             )
         check_fasttext_model(config.prefilter_model)
-    _load_engine(config)
+    _load_engine(config, speedups=False)
 
 
 # --------------------------------------------------------------------------- child side
