@@ -37,6 +37,7 @@ import refine
 from refine.errors import RefineError, RunIncomplete
 from refine.pipeline.config import PipelineConfig, build_stages
 from refine.pipeline.inputs import InputFile
+from refine.pipeline.memory import release_memory, releasing
 from refine.pipeline.stage import FilterStage, GlobalContext, Partition, Stage
 from refine.pipeline.stats import StageStats, merge_stats
 from refine.pipeline.storage import (
@@ -143,6 +144,8 @@ def run_part(job: PartJob) -> dict[str, Any]:
         if not storage_refuses(e):
             raise
         return {"part": job.partition.id, "storage_error": f"{type(e).__name__}: {e}"}
+    finally:
+        release_memory()  # a worker's RSS then does not grow with the parts it has run
 
 
 def _run_part(job: PartJob) -> dict[str, Any]:
@@ -229,22 +232,36 @@ class _NullProgress:
         pass
 
 
-class TrackedClient:
-    """The Dask client as a global stage sees it: every ``client.map`` call is a phase whose
-    tasks are counted on the stage's progress display as they finish. Everything else is the
-    client itself. Global stages stay unaware of progress; a phase is named after the mapped
-    function.
-    """
+class StageClient:
+    """The Dask client as a global stage sees it: the tasks of ``client.map`` and
+    ``client.submit`` release Arrow's unused memory when they end (see ``refine.pipeline.memory``).
+    Everything else is the client itself."""
 
-    def __init__(self, client: Any, display: Any):
+    def __init__(self, client: Any):
         self._client = client
-        self._display = display
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
     def map(self, func: Callable[..., Any], *iterables: Any, **kwargs: Any) -> list[Any]:
-        futures = self._client.map(func, *iterables, **kwargs)
+        return self._client.map(releasing(func), *iterables, **kwargs)
+
+    def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._client.submit(releasing(func), *args, **kwargs)
+
+
+class TrackedClient(StageClient):
+    """A ``StageClient`` whose every ``client.map`` call is a phase whose tasks are counted on
+    the stage's progress display as they finish. Global stages stay unaware of progress; a
+    phase is named after the mapped function.
+    """
+
+    def __init__(self, client: Any, display: Any):
+        super().__init__(client)
+        self._display = display
+
+    def map(self, func: Callable[..., Any], *iterables: Any, **kwargs: Any) -> list[Any]:
+        futures = super().map(func, *iterables, **kwargs)
         label = getattr(func, "__name__", "tasks").strip("_").replace("_", " ")
         done = self._display.phase(label, len(futures))
         for fut in futures:
@@ -477,7 +494,7 @@ class Runner:
             output_dir=str(self.layout.documents(folder)),
             log_dir=str(self.layout.stage_log(folder)),
             work_dir=str(self.layout.root / "_state" / "work" / folder),
-            client=client,
+            client=StageClient(client),
             output_root=str(self.layout.root),
         )
         display = None
