@@ -22,7 +22,7 @@ import pytest
 from distributed import Client
 from support import require_shared_data
 
-from refine.dedup.minhash import DedupMinhash, DedupMinhashParams
+from refine.dedup.minhash import DedupMinhash, DedupMinhashParams, components_labels
 from refine.dedup.signatures import MinHasher, shingle_hashes32
 from refine.pipeline.stage import GlobalContext
 
@@ -256,15 +256,24 @@ def test_planted_near_duplicates_of_real_pages(tmp_path):
     assert stats.counters["clusters"] == len({s for s in dup_of.values()})
 
 
-def test_survivors_do_not_depend_on_partitions_or_workers(tmp_path):
+def test_survivors_do_not_depend_on_partitions_workers_or_path(tmp_path):
+    """The same kept set and the same ``duplicate_of`` and cluster sizes with 1, 2 and 4
+    parts and workers, on the one-task path (small data, the default) and on the shuffles."""
     rng = random.Random(11)
     docs, _ = _planted(rng, n_sources=40)
     results = []
-    for n_parts, workers in [(1, 1), (2, 2), (4, 4)]:
-        _, kept, log = _run(tmp_path, docs, n_parts, workers)
-        dup = sorted((r["id"], r["duplicate_of"]) for r in log.to_pylist() if not r["kept"])
-        results.append((sorted(kept), dup))
-    assert results[0] == results[1] == results[2]
+    runs = [(1, 1, None), (2, 2, None), (4, 4, None), (1, 1, 0), (4, 2, 0)]
+    for n_parts, workers, single in runs:
+        params = {} if single is None else {"single_task_rows": single}
+        stats, kept, log = _run(tmp_path / f"{single}", docs, n_parts, workers, **params)
+        assert stats.counters["cc_one_task"] == (single is None)
+        dup = sorted(
+            (r["id"], r["duplicate_of"], r["minhash_cluster"])
+            for r in log.to_pylist()
+            if not r["kept"]
+        )
+        results.append((sorted(kept), dup, stats.counters["candidate_pairs"]))
+    assert all(r == results[0] for r in results)
     assert len(results[0][0]) < len(docs)
 
 
@@ -280,9 +289,11 @@ def _chain(rng: random.Random, length: int, block: int = 60) -> list[str]:
     return [" ".join(blocks[k] + blocks[k + 1]) for k in range(length)]
 
 
-def test_chain_becomes_one_cluster(tmp_path):
+@pytest.mark.parametrize("single_task_rows", [None, 0])
+def test_chain_becomes_one_cluster(tmp_path, single_task_rows):
     """a~b~c~d~e~f, each similar only to its neighbours, the smallest id at one end: the label
-    must travel five hops, so propagation needs several rounds, and converges."""
+    must travel five hops, so propagation needs several rounds, and converges (on the shuffle
+    path, ``single_task_rows=0``; the one-task union-find has no rounds)."""
     rng = random.Random(3)
     texts = _chain(rng, 6)
     grams = [_grams(t) for t in texts]
@@ -293,6 +304,8 @@ def test_chain_becomes_one_cluster(tmp_path):
     noise = [(f"noise-{i:02d}", _chain(rng, 1)[0]) for i in range(20)]
     # 32 one-row bands: any pair sharing a third of its shingles is a candidate
     params = dict(num_bands=32, rows_per_band=1, max_iterations=20)
+    if single_task_rows is not None:
+        params["single_task_rows"] = single_task_rows
     stats, kept, log = _run(tmp_path, docs + noise, 3, 2, **params)
     assert "doc-a" in kept and not set(ids[:-1]) & kept
     assert all(f"noise-{i:02d}" in kept for i in range(20))
@@ -301,7 +314,11 @@ def test_chain_becomes_one_cluster(tmp_path):
     sizes = {r["id"]: r["minhash_cluster"] for r in log.to_pylist()}
     assert all(sizes[i] == 6 for i in ids) and sizes["noise-00"] == 1
     assert stats.counters["candidate_pairs"] == 5  # only neighbours
-    assert stats.counters["cc_converged"] == 1 and stats.counters["cc_iterations"] >= 4
+    assert stats.counters["cc_converged"] == 1 and stats.counters["cc_nodes"] == 6
+    if single_task_rows == 0:
+        assert stats.counters["cc_iterations"] >= 4 and not stats.counters["cc_one_task"]
+    else:
+        assert stats.counters["cc_iterations"] == 0 and stats.counters["cc_one_task"] == 1
     assert stats.counters["clusters"] == 1
 
 
@@ -309,7 +326,11 @@ def test_max_iterations_guard_keeps_a_long_chain_split(tmp_path):
     rng = random.Random(4)
     texts = _chain(rng, 10)
     docs = [(f"doc-{9 - i}", t) for i, t in enumerate(texts)]
-    stats, kept, log = _run(tmp_path, docs, 2, 1, num_bands=32, rows_per_band=1, max_iterations=1)
+    params = dict(num_bands=32, rows_per_band=1, max_iterations=1)
+    # the one-task union-find has no rounds: the chain becomes one cluster whatever the guard
+    _, kept, _ = _run(tmp_path / "one", docs, 2, 1, **params)
+    assert kept == {"doc-0"}
+    stats, kept, log = _run(tmp_path / "shuffles", docs, 2, 1, single_task_rows=0, **params)
     assert stats.counters["cc_converged"] == 0 and stats.counters["cc_iterations"] == 1
     # not converged: more survivors, never fewer; every removed document names a survivor
     assert 1 < len(kept) < 10
@@ -388,3 +409,19 @@ def test_connected_components_equal_union_find_at_any_partition_count(tmp_path, 
     got = pq.read_table(labels_dir).to_pydict()
     assert result.converged and result.nodes == len(truth)
     assert dict(zip(got["node"], got["label"], strict=True)) == truth
+    # the one-task path's union-find gives the same labels
+    a, b = zip(*edges, strict=True)
+    nodes, labels = components_labels(pa.array(a), pa.array(b))
+    assert dict(zip(nodes.to_pylist(), labels.to_pylist(), strict=True)) == truth
+
+
+def test_one_task_components_order_names_by_code_point():
+    """The smallest name is by code point (as pandas' ``min`` on the shuffle path), also for
+    non-ASCII ids and ids that are prefixes of others."""
+    a = pa.array(["é-doc", "b", "ab", "z", "\u4e2d", "x"])
+    b = pa.array(["a", "ab", "abc", "\u4e2d", "\U0001f600", "y"])
+    nodes, labels = components_labels(a, b)
+    got = dict(zip(nodes.to_pylist(), labels.to_pylist(), strict=True))
+    assert got["é-doc"] == "a" and got["b"] == "ab" == got["abc"]
+    assert got["\U0001f600"] == "z" == got["\u4e2d"]
+    assert got["y"] == "x"

@@ -1,7 +1,8 @@
 """``dedup_minhash``: near-duplicate removal with MinHash LSH, as a global stage (FineWeb's
 recipe: word 5-grams, 14 bands x 8 rows), with distributed connected components.
 
-Phases, none of which gathers document data on one machine:
+Phases, none of which gathers document data on one machine (phases 2, 4 and 5 run as one task
+instead, on keys only, when the data is under ``single_task_rows``: see the param):
 
 1. per part (a Dask task each): datasketch-compatible signatures of every document, computed by
    batches (``signatures.py``), written as one row per (document, band): the band's 64-bit bucket
@@ -54,6 +55,8 @@ _BATCH_ROWS = 512
 #: task's memory bounded (~250k edges x 2 directions + labels) and avoids paying a round's fixed
 #: cost per document part when there are few duplicates.
 EDGES_PER_PARTITION = 250_000
+#: see ``DedupMinhashParams.single_task_rows``
+SINGLE_TASK_ROWS = 250_000
 
 
 class DedupMinhashParams(StageParams):
@@ -74,7 +77,16 @@ class DedupMinhashParams(StageParams):
     """Used only with ``verify_jaccard``."""
     max_iterations: int = Field(50, ge=1)
     """Rounds of label propagation before giving up; a cluster whose diameter exceeds it is
-    left split (more survivors, never fewer). ``counters.cc_converged`` says whether it happened."""
+    left split (more survivors, never fewer). ``counters.cc_converged`` says whether it happened.
+    Only the distributed connected components have rounds; the one-task path always finishes."""
+    single_task_rows: int = Field(SINGLE_TASK_ROWS, ge=0)
+    """Up to this many band rows (signed documents x ``num_bands``), the bucket grouping runs
+    as one Dask task instead of two shuffles; up to this many candidate edges, so do connected
+    components (a union-find, scipy's ``connected_components``) and the cluster flags. The
+    result is the same (each cluster's smallest id survives); the task's memory is bounded by
+    this number, not by the corpus (measured at the default with 60-character document ids:
+    ~90 MiB for the band rows, ~170 MiB for the edges); each of the up to ~8 shuffles it saves
+    costs about a second of fixed time however small the data. 0: always shuffle."""
 
     @model_validator(mode="after")
     def _signature_size(self) -> DedupMinhashParams:
@@ -119,17 +131,30 @@ class DedupMinhash(GlobalStage):
         )
         counters["no_signature"] = sum(s["no_signature"] for s in sig_stats)
         npart = max(1, len(parts))
-        if sum(s["signed"] for s in sig_stats):
-            counters["candidate_pairs"] = _candidate_edges(bands_dir, edges_dir, npart)
-        else:
+        band_rows = sum(s["signed"] for s in sig_stats) * p.num_bands
+        if not band_rows:
             counters["candidate_pairs"] = 0
+        elif band_rows <= p.single_task_rows:
+            counters["candidate_pairs"] = client.submit(
+                _candidate_edges_one_task, str(bands_dir), str(edges_dir), pure=False
+            ).result()
+        else:
+            counters["candidate_pairs"] = _candidate_edges(bands_dir, edges_dir, npart)
         if counters["candidate_pairs"] and p.verify_jaccard:
             kept = _verify_edges(edges_dir, sets_dir, verified_dir, p.jaccard_threshold, npart)
             counters["pairs_rejected_by_jaccard"] = counters["candidate_pairs"] - kept
             edges_dir = verified_dir
             if not kept:
                 counters["candidate_pairs"] = 0
-        if counters["candidate_pairs"]:
+        if not counters["candidate_pairs"]:
+            pass
+        elif counters["candidate_pairs"] <= p.single_task_rows:
+            counters.update(
+                client.submit(
+                    _components_one_task, str(edges_dir), str(flags_dir), pure=False
+                ).result()
+            )
+        else:
             cc_npart = max(1, -(-counters["candidate_pairs"] // EDGES_PER_PARTITION))
             labels_dir, cc = connected_components(
                 edges_dir, work / "cc", cc_npart, p.max_iterations
@@ -292,6 +317,101 @@ def _candidate_edges(bands_dir: Path, edges_dir: Path, npartitions: int) -> int:
         _distinct_edges, meta={"a": _STR, "b": _STR}
     ).to_parquet(str(edges_dir), write_index=False)
     return len(dd.read_parquet(str(edges_dir), columns=["a"]))
+
+
+def _name_codes(*columns: pa.ChunkedArray) -> tuple[pa.Array, list[np.ndarray]]:
+    """The distinct strings of ``columns`` sorted (UTF-8 byte order = code point order, as
+    pandas' ``min`` on the shuffle path), and each column as int64 codes into them: a smaller
+    code is a smaller name."""
+    columns = tuple(pc.cast(col, pa.large_string()) for col in columns)  # string or large
+    chunks = [c for col in columns for c in col.chunks]
+    names = pc.unique(pa.chunked_array(chunks, pa.large_string()))
+    names = names.take(pc.sort_indices(names))
+    codes = [
+        pc.index_in(col, value_set=names).to_numpy(zero_copy_only=False).astype(np.int64)
+        for col in columns
+    ]
+    return names, codes
+
+
+def _candidate_edges_one_task(bands_dir: str, edges_dir: str) -> int:
+    """``_candidate_edges`` as one task, on integer codes (every band row in memory at once:
+    only up to ``single_task_rows``): in each bucket every member is linked to the bucket's
+    smallest member, the edges (a < b) de-duplicated. Returns the edge count."""
+    table = pq.read_table(bands_dir, columns=["bucket", "node"])
+    bucket = table["bucket"].to_numpy()
+    names, (code,) = _name_codes(table["node"])
+    del table
+    order = np.lexsort((code, bucket))
+    bucket, code = bucket[order], code[order]
+    del order
+    starts = np.r_[True, bucket[1:] != bucket[:-1]] if bucket.size else np.zeros(0, bool)
+    first = np.maximum.accumulate(np.where(starts, np.arange(bucket.size), 0))
+    smallest = code[first]
+    linked = code != smallest
+    pairs = np.unique(smallest[linked] * len(names) + code[linked])
+    edges = pa.table(
+        {
+            "a": names.take(pa.array(pairs // len(names))),
+            "b": names.take(pa.array(pairs % len(names))),
+        }
+    )
+    write_parquet_atomic(edges, Path(edges_dir) / "edges.parquet")
+    return edges.num_rows
+
+
+def components_labels(a: pa.ChunkedArray, b: pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+    """Connected components of the undirected edges ``(a[i], b[i])``: every node that has an
+    edge, and its component's smallest node name (as the shuffle path's labels). scipy's
+    ``connected_components`` on integer codes that follow name order."""
+    names, comp, smallest = _components(a, b)
+    return names, names.take(pa.array(smallest[comp]))
+
+
+def _components(a: pa.ChunkedArray, b: pa.ChunkedArray) -> tuple[pa.Array, Any, Any]:
+    """(node names, component of each node, smallest node code of each component)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as scipy_components
+
+    a, b = (x if isinstance(x, pa.ChunkedArray) else pa.chunked_array([x]) for x in (a, b))
+    names, (ca, cb) = _name_codes(a, b)
+    n = len(names)
+    graph = coo_matrix((np.ones(ca.size, np.int8), (ca, cb)), shape=(n, n))
+    del ca, cb
+    count, comp = scipy_components(graph, directed=False)
+    smallest = np.full(count, n, np.int64)
+    np.minimum.at(smallest, comp, np.arange(n))
+    return names, comp, smallest
+
+
+def _components_one_task(edges_dir: str, flags_dir: str) -> dict[str, int]:
+    """Connected components and cluster flags as one task (only up to ``single_task_rows``
+    edges): per part, the flags ``_cluster_flags`` would write (row, survivor's id, cluster
+    size, is_survivor), one file per part that has clustered documents."""
+    edges = pq.read_table(edges_dir, columns=["a", "b"])
+    names, comp, smallest = _components(edges["a"], edges["b"])
+    del edges
+    survivor_code = smallest[comp]
+    # node names are "id NUL part NUL row"; the id may hold anything, so split from the right
+    split = pc.split_pattern(names, "\x00", max_splits=2, reverse=True)
+    part = pc.list_element(split, 1)
+    row = pc.cast(pc.list_element(split, 2), pa.int64())
+    ids = pc.list_element(split, 0)
+    flags = pa.table(
+        {
+            "row": row,
+            "survivor": ids.take(pa.array(survivor_code)),
+            "size": pa.array(np.bincount(comp)[comp].astype(np.int64)),
+            "is_survivor": pa.array(survivor_code == np.arange(len(names))),
+        }
+    )
+    part_names, (part_code,) = _name_codes(pa.chunked_array([part]))
+    order = np.argsort(part_code, kind="stable")
+    bounds = np.searchsorted(part_code[order], np.arange(len(part_names) + 1))
+    for k, part_id in enumerate(part_names.to_pylist()):
+        rows = flags.take(pa.array(order[bounds[k] : bounds[k + 1]]))
+        write_parquet_atomic(rows, Path(flags_dir) / f"part={part_id}" / "flags.parquet")
+    return {"cc_iterations": 0, "cc_converged": 1, "cc_nodes": len(names), "cc_one_task": 1}
 
 
 # -- phase 3 -------------------------------------------------------------------------------
