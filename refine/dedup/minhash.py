@@ -146,15 +146,14 @@ class DedupMinhash(GlobalStage):
             edges_dir = verified_dir
             if not kept:
                 counters["candidate_pairs"] = 0
-        if not counters["candidate_pairs"]:
-            pass
-        elif counters["candidate_pairs"] <= p.single_task_rows:
+        pairs = counters["candidate_pairs"]
+        if 0 < pairs <= p.single_task_rows:
             counters.update(
                 client.submit(
                     _components_one_task, str(edges_dir), str(flags_dir), pure=False
                 ).result()
             )
-        else:
+        elif pairs:
             cc_npart = max(1, -(-counters["candidate_pairs"] // EDGES_PER_PARTITION))
             labels_dir, cc = connected_components(
                 edges_dir, work / "cc", cc_npart, p.max_iterations
