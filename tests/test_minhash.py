@@ -168,6 +168,21 @@ def test_signatures_equal_datasketch():
     assert np.array_equal(sig2[0], sig[0])
 
 
+@pytest.mark.parametrize("seed", [0, 1, 7, 42, 12345, 2**31 - 1])
+def test_permutations_equal_datasketch(seed):
+    """The (a, b) drawn without importing datasketch are datasketch's, for any size and seed."""
+    from datasketch import MinHash
+
+    from refine.dedup.signatures import affine32_permutations
+
+    for num_perm in (1, 14, 112, 128, 256):
+        a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+        ours = affine32_permutations(num_perm, seed)
+        assert ours[0].dtype == a.dtype == np.uint32
+        assert np.array_equal(ours[0], a) and np.array_equal(ours[1], b), num_perm
+        assert (ours[0] % 2 == 1).all()  # odd multipliers: a bijection mod 2**32
+
+
 def test_normalisation_ignores_case_punctuation_numbers_and_accents():
     hasher = MinHasher(112, seed=1, ngram=5)
     sig, _ = hasher.signatures(

@@ -41,7 +41,6 @@ from pydantic import Field, model_validator
 from refine.dedup.components import connected_components
 from refine.dedup.keyed import apply_flags, pick_examples, write_by_part
 from refine.dedup.signatures import MinHasher, band_keys, jaccard_of_sets, sorted_unique_sets
-from refine.errors import ConfigError
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import MAX_EXAMPLES, StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
@@ -101,14 +100,6 @@ class DedupMinhash(GlobalStage):
 
     name = "dedup_minhash"
     Params = DedupMinhashParams
-
-    def check(self) -> None:
-        try:
-            import datasketch  # noqa: F401
-        except ImportError as e:
-            raise ConfigError(
-                f"dedup_minhash needs datasketch (pip install datasketch): {e}"
-            ) from None
 
     def run(self, ctx: GlobalContext) -> StageStats:
         t0, c0 = time.perf_counter(), time.process_time()

@@ -11,7 +11,10 @@ document or per n-gram:
 3. the signature of a document is, per permutation, the minimum over its shingles of
    datasketch's ``affine32`` permutation ``a * fmix32(h) + b mod 2**32`` with datasketch's own
    ``(a, b)`` for the seed, so a signature equals ``datasketch.MinHash(num_perm, seed)`` fed with
-   the same 32-bit shingle hashes (the tests check this).
+   the same 32-bit shingle hashes (the tests check this). The ``(a, b)`` are drawn as datasketch
+   draws them (:func:`affine32_permutations`) rather than by building a ``datasketch.MinHash``:
+   importing datasketch pulls in ``scipy.integrate`` through its LSH module, ~0.5 CPU-s in every
+   process that computes signatures, for two NumPy draws; the tests compare both for many seeds.
 
 Documents with fewer words than the n-gram size have no shingle and no signature (as datatrove);
 they take no part in near-duplicate detection (``dedup_exact`` still sees them).
@@ -123,15 +126,21 @@ def shingles(texts: pa.Array | pa.ChunkedArray, ngram: int) -> Shingles:
     return Shingles(h[valid], counts)
 
 
+def affine32_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, b)`` of ``datasketch.MinHash(num_perm, seed=seed, scheme="affine32")``: the same
+    ``RandomState`` draws in the same order (datasketch 2.x ``_init_permutations``): ``a`` odd,
+    so ``h -> a * h + b mod 2**32`` is a bijection."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
 class MinHasher:
     """datasketch-compatible MinHash (``affine32`` scheme) over word n-grams, by batches."""
 
     def __init__(self, num_perm: int, seed: int, ngram: int):
-        from datasketch import MinHash
-
-        a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
-        self.a = np.asarray(a, np.uint32)
-        self.b = np.asarray(b, np.uint32)
+        self.a, self.b = affine32_permutations(num_perm, seed)
         self.num_perm, self.seed, self.ngram = num_perm, seed, ngram
 
     def from_hashes(self, hashes32: np.ndarray, counts: np.ndarray) -> np.ndarray:
