@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         f"refine {__version__}: {len(runner.inputs)} input file(s) -> {runner.layout.root}"
     )
     with dask_client(config.cluster, quiet=not args.verbose) as client:
-        link = dashboard_link(client)
+        link = dashboard_link(client, config.cluster)
         if link:
             console.print(f"Dask dashboard: {link}")
         summary = runner.run(client)

@@ -67,7 +67,7 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = True) -> Iterator[Any]:
             threads_per_worker=cfg.threads_per_worker,
             processes=True,
             memory_limit=cfg.memory_limit,
-            dashboard_address=":0",
+            dashboard_address=":0" if cfg.dashboard else None,
             silence_logs=level,
         )
     client = Client(cluster)
@@ -78,7 +78,11 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = True) -> Iterator[Any]:
         cluster.close()
 
 
-def dashboard_link(client: Any) -> str | None:
+def dashboard_link(client: Any, cfg: ClusterConfig) -> str | None:
+    """The dashboard's address: a remote scheduler's, or our LocalCluster's when it serves one
+    (without it, Dask still formats a link to the default port: not printed)."""
+    if not cfg.address and not cfg.dashboard:
+        return None
     try:
         return client.dashboard_link
     except Exception:

@@ -39,6 +39,9 @@ class ClusterConfig(BaseModel):
     threads_per_worker: int = Field(default=1, ge=1)
     memory_limit: str = "auto"  # per LocalCluster worker, Dask syntax ("4GiB", "auto")
     retries: int = Field(default=2, ge=0)  # per part, e.g. a dropped HTTPS read of a WARC
+    # serve Dask's dashboard (bokeh) from a LocalCluster; off by default: importing it costs
+    # the driver ~1.5 CPU-s at start and refine prints its own progress and report
+    dashboard: bool = False
 
 
 class PipelineConfig(BaseModel):
