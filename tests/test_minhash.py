@@ -168,6 +168,19 @@ def test_signatures_equal_datasketch():
     assert np.array_equal(sig2[0], sig[0])
 
 
+def test_node_names_split_back_the_same_in_pandas_and_arrow():
+    """Both paths read (id, part, row) back from a node name alike, whatever the id holds."""
+    from refine.dedup.minhash import _split_node, _split_node_arrow, node_names
+
+    ids = pa.array(["<urn:uuid:1>", "", None, "a\x00b", "x\x00\x00y", "é€😀"])
+    names = node_names(ids, "00003-web.warc.gz")
+    want = (["<urn:uuid:1>", "", "", "a\x00b", "x\x00\x00y", "é€😀"],
+            ["00003-web.warc.gz"] * 6, list(range(6)))
+    got_arrow = tuple(col.to_pylist() for col in _split_node_arrow(names))
+    got_pandas = tuple(col.tolist() for col in _split_node(names.to_pandas()))
+    assert got_arrow == want and got_pandas == want
+
+
 @pytest.mark.parametrize("seed", [0, 1, 7, 42, 12345, 2**31 - 1])
 def test_permutations_equal_datasketch(seed):
     """The (a, b) drawn without importing datasketch are datasketch's, for any size and seed."""

@@ -264,20 +264,34 @@ def _examples(table: pa.Table, dup_of: np.ndarray, size: np.ndarray) -> list[dic
     return pick_examples(items)
 
 
+#: separator of the fields of a node name; the id comes first and may hold anything, so both
+#: splitters below search it from the right
+_NODE_SEP = "\x00"
+
+
 def node_names(ids: pa.ChunkedArray | pa.Array, part_id: str) -> pa.Array:
     """``id NUL part NUL row``: unique per document, and ordered by id first."""
     n = len(ids)
     rows = pc.utf8_lpad(pc.cast(pa.array(np.arange(n)), pa.string()), 10, "0")
     ids = pc.fill_null(pc.cast(ids, pa.string()), "")
-    names = pc.binary_join_element_wise(ids, pa.scalar(part_id), rows, "\x00")
+    names = pc.binary_join_element_wise(ids, pa.scalar(part_id), rows, _NODE_SEP)
     return names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
 
 
 def _split_node(nodes: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """(id, part, row) of node names (the id may itself contain anything but the separator
-    is searched from the right)."""
-    parts = nodes.str.rsplit("\x00", n=2, expand=True)
+    """(id, part, row) of node names, in pandas (the shuffle path's partitions)."""
+    parts = nodes.str.rsplit(_NODE_SEP, n=2, expand=True)
     return parts[0], parts[1], parts[2].astype("int64")
+
+
+def _split_node_arrow(names: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """(id, part, row) of node names, in Arrow (the one-task path: no pandas copy)."""
+    split = pc.split_pattern(names, _NODE_SEP, max_splits=2, reverse=True)
+    return (
+        pc.list_element(split, 0),
+        pc.list_element(split, 1),
+        pc.cast(pc.list_element(split, 2), pa.int64()),
+    )
 
 
 # -- phase 2 -------------------------------------------------------------------------------
@@ -382,11 +396,7 @@ def _components_one_task(edges_dir: str, flags_dir: str) -> dict[str, int]:
     names, comp, smallest = _components(edges["a"], edges["b"])
     del edges
     survivor_code = smallest[comp]
-    # node names are "id NUL part NUL row"; the id may hold anything, so split from the right
-    split = pc.split_pattern(names, "\x00", max_splits=2, reverse=True)
-    part = pc.list_element(split, 1)
-    row = pc.cast(pc.list_element(split, 2), pa.int64())
-    ids = pc.list_element(split, 0)
+    ids, part, row = _split_node_arrow(names)
     flags = pa.table(
         {
             "row": row,
