@@ -29,11 +29,10 @@ def role(cmdline: list[str], pid: int, root: int) -> str:
         return "driver"
     if "refine.extract" in text or "extract_child" in text:
         return "extraction child"
-    if "from multiprocessing.spawn" in text or "multiprocessing" in text:
-        # Dask's nanny spawns the worker; the nanny is the worker's parent
-        return "dask process"
-    if "resource_tracker" in text:
+    if "multiprocessing.resource_tracker" in text:
         return "resource tracker"
+    if "multiprocessing.spawn" in text:  # the nanny spawns the Dask worker this way
+        return "dask process"
     return os.path.basename(cmdline[0]) if cmdline else "?"
 
 
