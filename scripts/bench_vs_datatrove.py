@@ -9,7 +9,7 @@ Both tools run the FineWeb chain, each as a child process of this script (one pr
 
 - refine: ``python -m refine.cli run`` on a generated config: read, extract (trafilatura),
   language (en > 0.65), gopher_repetition, gopher_quality, c4, fineweb, dedup_minhash (14 x 8,
-  5-grams), on a LocalCluster of ``--workers`` processes;
+  5-grams, ``keep: first``: see ``--minhash-keep``), on a LocalCluster of ``--workers`` processes;
 - datatrove: ``LocalPipelineExecutor(workers=N, tasks=N)`` running WarcReader, Trafilatura,
   LanguageFilter, GopherRepetitionFilter, GopherQualityFilter, C4QualityFilter, FineWebQualityFilter
   and JsonlWriter, then MinHash stages 1-4 (signatures, buckets with one task per bucket as the
@@ -242,6 +242,7 @@ def refine_config(
     dedup: bool,
     fast: bool = False,
     prefilter: bool = False,
+    minhash_keep: str = "first",
 ) -> dict:
     return {
         "input": [str(p) for p in inputs],
@@ -263,7 +264,7 @@ def refine_config(
             {"gopher_quality": {}},
             {"c4": {"filter_no_terminal_punct": False}},
             {"fineweb": {}},
-            {"dedup_minhash": {}},
+            {"dedup_minhash": {"keep": minhash_keep}},
         ],
     }
 
@@ -276,7 +277,7 @@ def run_refine(inputs: list[Path], tmp: Path, args) -> dict:
     dedup = args.trafilatura_dedup == "on"
     cfg = refine_config(
         inputs, out, args.workers, args.slice_mb, args.timeout, dedup, args.refine_fast,
-        args.refine_prefilter,
+        args.refine_prefilter, args.minhash_keep,
     )
     config.write_text(json.dumps(cfg))  # JSON is YAML
     cmd = [sys.executable, "-m", "refine.cli", "run", str(config), "--no-progress"]
@@ -557,7 +558,7 @@ def agreement(refine: dict, datatrove: dict, dt_read: set[str]) -> dict:
         "refine_only_common_input": len(ours_c - theirs_c),
         "datatrove_only_common_input": len(theirs_c - ours_c),
         # the same, with each of refine's near-duplicate clusters counted once whichever member
-        # a side kept (datatrove keeps its union-find root, refine the smallest id): what is
+        # a side kept (datatrove keeps its union-find root, refine its ``keep``): what is
         # left are documents one side filtered out and the other kept
         "jaccard_common_input_by_cluster": _jaccard(
             {refine["survivor"].get(i, i) for i in ours_c},
@@ -660,6 +661,13 @@ def main(argv: list[str] | None = None) -> int:
         "report the per-page CPU of the remaining pages: the fixed cost (start-up, imports, Dask, "
         "per-stage set-up) taken out, what a long run converges to",
     )
+    ap.add_argument(
+        "--minhash-keep",
+        choices=["first", "smallest_id"],
+        default="first",
+        help="refine's dedup_minhash survivor (keep): first in reading order (default here: "
+        "the member datatrove keeps of a two-document cluster) or refine's default smallest_id",
+    )
     ap.add_argument("--fixed-input", type=Path, help="the small file of --fixed-cost")
     ap.add_argument("--keep", type=Path, help="keep the outputs of the last repeat here")
     ap.add_argument("--datatrove-child", type=Path, help=argparse.SUPPRESS)
@@ -748,6 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "cpus": os.cpu_count(),
         "trafilatura_dedup": args.trafilatura_dedup,
+        "minhash_keep": args.minhash_keep,
         # refine with trafilatura fast=True, datatrove without: not the equivalent configuration
         "refine_fast": args.refine_fast,
         # refine skips trafilatura on confidently non-English pages: not the equivalent config

@@ -102,6 +102,10 @@ def test_bench_vs_datatrove_line(tmp_path):
     report = json.loads((keep / "refine" / "refine_out" / "report.json").read_text())
     final = report["stages"][-1]
     assert final["name"] == "dedup_minhash"
+    # refine ran with the survivor rule closest to datatrove's, and says so
+    config = json.loads((keep / "refine" / "refine.yaml").read_text())
+    assert r["minhash_keep"] == "first"
+    assert config["stages"][-1] == {"dedup_minhash": {"keep": "first"}}
     ours = set(
         pq.read_table(keep / "refine" / "refine_out" / "documents" / final["folder"])[
             "id"

@@ -168,17 +168,30 @@ def test_signatures_equal_datasketch():
     assert np.array_equal(sig2[0], sig[0])
 
 
-def test_node_names_split_back_the_same_in_pandas_and_arrow():
-    """Both paths read (id, part, row) back from a node name alike, whatever the id holds."""
+@pytest.mark.parametrize("keep", ["smallest_id", "first"])
+def test_node_names_split_back_the_same_in_pandas_and_arrow(keep):
+    """Both paths read (id, part, row) back from a node name alike, whatever the id holds, and
+    names sort by the survivor rule: by id, or by (part, row) however long the ids are."""
     from refine.dedup.minhash import _split_node, _split_node_arrow, node_names
 
     ids = pa.array(["<urn:uuid:1>", "", None, "a\x00b", "x\x00\x00y", "é€😀"])
-    names = node_names(ids, "00003-web.warc.gz")
-    want = (["<urn:uuid:1>", "", "", "a\x00b", "x\x00\x00y", "é€😀"],
-            ["00003-web.warc.gz"] * 6, list(range(6)))
-    got_arrow = tuple(col.to_pylist() for col in _split_node_arrow(names))
-    got_pandas = tuple(col.tolist() for col in _split_node(names.to_pandas()))
+    names = node_names(ids, "00003-web.warc.gz", keep)
+    want = (
+        ["<urn:uuid:1>", "", "", "a\x00b", "x\x00\x00y", "é€😀"],
+        ["00003-web.warc.gz"] * 6,
+        list(range(6)),
+    )
+    got_arrow = tuple(col.to_pylist() for col in _split_node_arrow(names, keep))
+    got_pandas = tuple(col.tolist() for col in _split_node(names.to_pandas(), keep))
     assert got_arrow == want and got_pandas == want
+    ids = pa.array(["z" * 30, "b", "a\x00", "zz"] * 3)
+    names = node_names(ids, "00001-0000", keep).to_pylist()
+    names += node_names(ids, "00000-0001", keep).to_pylist()
+    order = sorted(range(len(names)), key=names.__getitem__)
+    if keep == "first":  # part "00000-0001" first, then row by row (12 rows: 10 sorts as 10)
+        assert order == list(range(12, 24)) + list(range(12))
+    else:
+        assert [ids[k % 12].as_py() for k in order[:6]] == ["a\x00"] * 6
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7, 42, 12345, 2**31 - 1])
@@ -317,11 +330,52 @@ def _chain(rng: random.Random, length: int, block: int = 60) -> list[str]:
     return [" ".join(blocks[k] + blocks[k + 1]) for k in range(length)]
 
 
+def _reading_order(docs, n_parts: int) -> dict[str, tuple[int, int]]:
+    """(part, row) of each id as ``_write_parts`` lays the documents out."""
+    bounds = np.linspace(0, len(docs), n_parts + 1).astype(int)
+    return {
+        docs[i][0]: (k, i - bounds[k])
+        for k in range(n_parts)
+        for i in range(bounds[k], bounds[k + 1])
+    }
+
+
+def test_keep_first_keeps_each_clusters_first_document_in_reading_order(tmp_path):
+    """``keep: first``: the same clusters as ``smallest_id``, and the survivor of each is its
+    member read first (part by part, row by row), on both paths and whatever the partitioning
+    (the reading order is the same documents in the same order, cut into 1, 2 or 4 parts)."""
+    rng = random.Random(11)
+    docs, _ = _planted(rng, n_sources=40)
+    _, kept_small, log_small = _run(tmp_path / "small", docs, 2, 2)
+    clusters: dict[str, set[str]] = {}
+    for r in log_small.to_pylist():
+        if not r["kept"]:
+            clusters.setdefault(r["duplicate_of"], {r["duplicate_of"]}).add(r["id"])
+    assert len(clusters) >= 10
+    position = {d: i for i, (d, _) in enumerate(docs)}
+    # the test is only worth something if the first member is often not the smallest id
+    first_of = {s: min(members, key=position.__getitem__) for s, members in clusters.items()}
+    assert sum(f != s for s, f in first_of.items()) >= len(clusters) // 3
+    want = {m: first_of[s] for s, members in clusters.items() for m in members if m != first_of[s]}
+    for n_parts, workers, single in [(1, 1, None), (4, 2, None), (2, 2, 0), (4, 4, 0)]:
+        params = {"keep": "first"}
+        if single is not None:
+            params["single_task_rows"] = single
+        stats, kept, log = _run(tmp_path / f"first-{single}", docs, n_parts, workers, **params)
+        got = {r["id"]: r["duplicate_of"] for r in log.to_pylist() if not r["kept"]}
+        assert got == want, (n_parts, workers, single)
+        assert len(kept) == len(kept_small) and stats.counters["clusters"] == len(clusters)
+        where = _reading_order(docs, n_parts)
+        assert all(where[s] < where[d] for d, s in got.items())
+
+
+@pytest.mark.parametrize("keep", ["smallest_id", "first"])
 @pytest.mark.parametrize("single_task_rows", [None, 0])
-def test_chain_becomes_one_cluster(tmp_path, single_task_rows):
-    """a~b~c~d~e~f, each similar only to its neighbours, the smallest id at one end: the label
-    must travel five hops, so propagation needs several rounds, and converges (on the shuffle
-    path, ``single_task_rows=0``; the one-task union-find has no rounds)."""
+def test_chain_becomes_one_cluster(tmp_path, single_task_rows, keep):
+    """a~b~c~d~e~f, each similar only to its neighbours, the smallest id at one end and the
+    first read at the other: the label must travel five hops, so propagation needs several
+    rounds, and converges (on the shuffle path, ``single_task_rows=0``; the one-task
+    union-find has no rounds)."""
     rng = random.Random(3)
     texts = _chain(rng, 6)
     grams = [_grams(t) for t in texts]
@@ -331,14 +385,15 @@ def test_chain_becomes_one_cluster(tmp_path, single_task_rows):
     docs = list(zip(ids, texts, strict=True))
     noise = [(f"noise-{i:02d}", _chain(rng, 1)[0]) for i in range(20)]
     # 32 one-row bands: any pair sharing a third of its shingles is a candidate
-    params = dict(num_bands=32, rows_per_band=1, max_iterations=20)
+    params = dict(num_bands=32, rows_per_band=1, max_iterations=20, keep=keep)
     if single_task_rows is not None:
         params["single_task_rows"] = single_task_rows
     stats, kept, log = _run(tmp_path, docs + noise, 3, 2, **params)
-    assert "doc-a" in kept and not set(ids[:-1]) & kept
+    survivor = "doc-a" if keep == "smallest_id" else "doc-f"
+    assert survivor in kept and not (set(ids) - {survivor}) & kept
     assert all(f"noise-{i:02d}" in kept for i in range(20))
     dup_of = {r["id"]: r["duplicate_of"] for r in log.to_pylist() if not r["kept"]}
-    assert set(dup_of.values()) == {"doc-a"}
+    assert set(dup_of.values()) == {survivor}
     sizes = {r["id"]: r["minhash_cluster"] for r in log.to_pylist()}
     assert all(sizes[i] == 6 for i in ids) and sizes["noise-00"] == 1
     assert stats.counters["candidate_pairs"] == 5  # only neighbours

@@ -450,3 +450,23 @@ def test_https_like_urls_read_the_same_and_404_is_an_input_error(tmp_path):
             list(iter_slice(WarcSlice(f"{base}/missing.warc.gz", 0, None)))
     finally:
         server.shutdown()
+
+
+def test_part_ids_sort_in_input_order_then_slice_order_past_five_digits():
+    """Later stages read parts in part-id order (string order) and ``dedup_minhash`` with
+    ``keep: first`` keeps the first document read: ids must sort as the inputs are listed, also
+    past 99,999 inputs or 9,999 slices of one file."""
+    from refine.extract.stages import ReadParams, ReadWarc
+    from refine.pipeline.inputs import InputFile
+
+    read = ReadWarc(ReadParams(slice_mb=1))
+    inputs = [InputFile(f"/data/{i}.warc", None) for i in range(100_001)]
+    inputs.append(InputFile("/data/big.warc.gz", 10_001 * 2**20))
+    parts = read.plan(inputs)
+    assert len(parts) == 100_001 + 10_001
+    ids = [p.id for p in parts]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids[0] == "000000-0000" and ids[99_999] == "099999-0000"
+    assert ids[100_001] == "100001-00000" and ids[-1] == "100001-10000"
+    small = [p.id for p in read.plan(inputs[:3])]
+    assert small == ["00000-0000", "00001-0000", "00002-0000"]  # the usual ids are unchanged

@@ -6,8 +6,9 @@ instead, on keys only, when the data is under ``single_task_rows``: see the para
 
 1. per part (a Dask task each): datasketch-compatible signatures of every document, computed by
    batches (``signatures.py``), written as one row per (document, band): the band's 64-bit bucket
-   key and the document's node name ``id NUL part NUL row`` (names sort by id first, so the
-   smallest name of a cluster is its smallest id);
+   key and the document's node name, which sorts by the survivor rule (``keep``): ``id NUL part
+   NUL row`` (smallest id) or ``part NUL row NUL id`` (first in reading order), so the smallest
+   name of a cluster is its survivor;
 2. Dask shuffle on the bucket key; in each bucket every member is linked to the bucket's smallest
    member (a star, not all pairs, so a bucket of 10^5 copies gives 10^5 edges, not 10^10); the
    edges are de-duplicated after a shuffle on their larger end;
@@ -15,21 +16,22 @@ instead, on keys only, when the data is under ``single_task_rows``: see the para
    two shuffles and is kept only if their true Jaccard similarity reaches ``jaccard_threshold``;
 4. connected components by min-label propagation over Dask shuffles (``components.py``);
 5. Dask shuffle on the label: each cluster's size, and for each member its survivor (the
-   cluster's smallest node); a shuffle on the part then writes each part's flags as one file;
+   cluster's smallest name); a shuffle on the part then writes each part's flags as one file;
 6. per part: non-survivors are dropped and logged with ``duplicate_of`` (the survivor's id) and
    ``minhash_cluster`` (the cluster's size).
 
 The stats count candidate pairs, clusters and bytes removed, and keep the ``MAX_EXAMPLES``
 removed documents with the smallest ids beside their survivor's id and their cluster's size.
 
-The survivors depend only on the documents and the params, never on partitioning or workers.
+The survivors depend only on the documents, their order (with ``keep: first``) and the params,
+never on partitioning or workers.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -82,10 +84,17 @@ class DedupMinhashParams(StageParams):
     """Up to this many band rows (signed documents x ``num_bands``), the bucket grouping runs
     as one Dask task instead of two shuffles; up to this many candidate edges, so do connected
     components (a union-find, scipy's ``connected_components``) and the cluster flags. The
-    result is the same (each cluster's smallest id survives); the task's memory is bounded by
+    result is the same (the same survivors); the task's memory is bounded by
     this number, not by the corpus (measured at the default with 60-character document ids:
     ~90 MiB for the band rows, ~170 MiB for the edges); each of the up to ~8 shuffles it saves
     costs about a second of fixed time however small the data. 0: always shuffle."""
+    keep: Literal["smallest_id", "first"] = "smallest_id"
+    """Which member of a cluster survives. ``smallest_id``: the smallest document id, as every
+    refine dedup stage does (the output depends only on the set of documents, not on the
+    order of the inputs). ``first``: the first in reading order (parts in part-id order, i.e.
+    the config's input order then byte offset, rows in order), so the order of ``input``
+    says which copy to keep; datatrove keeps the same member of a two-document cluster (its
+    union-find root by size, then by its first pair's order, for larger ones)."""
 
     @model_validator(mode="after")
     def _signature_size(self) -> DedupMinhashParams:
@@ -96,7 +105,7 @@ class DedupMinhashParams(StageParams):
 
 class DedupMinhash(GlobalStage):
     """One document per cluster of near-duplicates (MinHash LSH + connected components); the
-    survivor is the cluster's smallest id."""
+    survivor is the cluster's smallest id, or its first document (``keep: first``)."""
 
     name = "dedup_minhash"
     Params = DedupMinhashParams
@@ -141,7 +150,7 @@ class DedupMinhash(GlobalStage):
         if 0 < pairs <= p.single_task_rows:
             counters.update(
                 client.submit(
-                    _components_one_task, str(edges_dir), str(flags_dir), pure=False
+                    _components_one_task, str(edges_dir), str(flags_dir), p.keep, pure=False
                 ).result()
             )
         elif pairs:
@@ -152,7 +161,7 @@ class DedupMinhash(GlobalStage):
             counters["cc_iterations"] = cc.iterations
             counters["cc_converged"] = int(cc.converged)
             counters["cc_nodes"] = cc.nodes
-            _cluster_flags(labels_dir, flags_dir, npart)
+            _cluster_flags(labels_dir, flags_dir, npart, p.keep)
         stats = apply_flags(client, self._apply, self.name, parts, flags_dir, ctx)
         for k, v in counters.items():
             stats.counters[k] += v
@@ -168,7 +177,7 @@ class DedupMinhash(GlobalStage):
         hasher = MinHasher(p.num_bands * p.rows_per_band, p.seed, p.ngram)
         table = pq.read_table(part, columns=["id", "text"])
         part_id = Path(part).stem
-        nodes = node_names(table["id"], part_id)
+        nodes = node_names(table["id"], part_id, p.keep)
         buckets, members, set_nodes, sets = [], [], [], []
         signed = 0
         for lo in range(0, table.num_rows, _BATCH_ROWS):
@@ -264,33 +273,47 @@ def _examples(table: pa.Table, dup_of: np.ndarray, size: np.ndarray) -> list[dic
     return pick_examples(items)
 
 
-#: separator of the fields of a node name; the id comes first and may hold anything, so both
-#: splitters below search it from the right
+#: separator of the fields of a node name. The id may hold anything (NUL too); part ids and
+#: rows never do, so the splitters below take the id as what is left after them.
 _NODE_SEP = "\x00"
+#: digits of a row in a node name: rows sort as strings
+_ROW_DIGITS = 10
 
 
-def node_names(ids: pa.ChunkedArray | pa.Array, part_id: str) -> pa.Array:
-    """``id NUL part NUL row``: unique per document, and ordered by id first."""
+def node_names(
+    ids: pa.ChunkedArray | pa.Array, part_id: str, keep: str = "smallest_id"
+) -> pa.Array:
+    """Unique per document and ordered by the survivor rule: ``id NUL part NUL row`` for
+    ``keep="smallest_id"`` (by id first), ``part NUL row NUL id`` for ``keep="first"`` (by
+    reading order: part ids compare as strings, rows are zero-padded)."""
     n = len(ids)
-    rows = pc.utf8_lpad(pc.cast(pa.array(np.arange(n)), pa.string()), 10, "0")
+    rows = pc.utf8_lpad(pc.cast(pa.array(np.arange(n)), pa.string()), _ROW_DIGITS, "0")
     ids = pc.fill_null(pc.cast(ids, pa.string()), "")
-    names = pc.binary_join_element_wise(ids, pa.scalar(part_id), rows, _NODE_SEP)
+    if keep == "first":
+        names = pc.binary_join_element_wise(pa.scalar(part_id), rows, ids, _NODE_SEP)
+    else:
+        names = pc.binary_join_element_wise(ids, pa.scalar(part_id), rows, _NODE_SEP)
     return names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
 
 
-def _split_node(nodes: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+def _split_node(nodes: pd.Series, keep: str = "smallest_id") -> tuple[pd.Series, ...]:
     """(id, part, row) of node names, in pandas (the shuffle path's partitions)."""
+    if keep == "first":
+        parts = nodes.str.split(_NODE_SEP, n=2, expand=True)
+        return parts[2], parts[0], parts[1].astype("int64")
     parts = nodes.str.rsplit(_NODE_SEP, n=2, expand=True)
     return parts[0], parts[1], parts[2].astype("int64")
 
 
-def _split_node_arrow(names: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+def _split_node_arrow(names: pa.Array, keep: str = "smallest_id") -> tuple[pa.Array, ...]:
     """(id, part, row) of node names, in Arrow (the one-task path: no pandas copy)."""
-    split = pc.split_pattern(names, _NODE_SEP, max_splits=2, reverse=True)
+    first = keep == "first"
+    split = pc.split_pattern(names, _NODE_SEP, max_splits=2, reverse=not first)
+    id_at, part_at, row_at = (2, 0, 1) if first else (0, 1, 2)
     return (
-        pc.list_element(split, 0),
-        pc.list_element(split, 1),
-        pc.cast(pc.list_element(split, 2), pa.int64()),
+        pc.list_element(split, id_at),
+        pc.list_element(split, part_at),
+        pc.cast(pc.list_element(split, row_at), pa.int64()),
     )
 
 
@@ -388,7 +411,7 @@ def _components(a: pa.ChunkedArray, b: pa.ChunkedArray) -> tuple[pa.Array, Any, 
     return names, comp, smallest
 
 
-def _components_one_task(edges_dir: str, flags_dir: str) -> dict[str, int]:
+def _components_one_task(edges_dir: str, flags_dir: str, keep: str) -> dict[str, int]:
     """Connected components and cluster flags as one task (only up to ``single_task_rows``
     edges): per part, the flags ``_cluster_flags`` would write (row, survivor's id, cluster
     size, is_survivor), one file per part that has clustered documents."""
@@ -396,7 +419,7 @@ def _components_one_task(edges_dir: str, flags_dir: str) -> dict[str, int]:
     names, comp, smallest = _components(edges["a"], edges["b"])
     del edges
     survivor_code = smallest[comp]
-    ids, part, row = _split_node_arrow(names)
+    ids, part, row = _split_node_arrow(names, keep)
     flags = pa.table(
         {
             "row": row,
@@ -493,7 +516,7 @@ def _verify_edges(
 
 
 # -- phase 5 -------------------------------------------------------------------------------
-def _flag_cluster(df: pd.DataFrame) -> pd.DataFrame:
+def _flag_cluster(df: pd.DataFrame, keep: str) -> pd.DataFrame:
     """One partition of (node, label) shuffled on ``label``: all members of a cluster."""
     meta = {
         "part": _STR,
@@ -505,8 +528,8 @@ def _flag_cluster(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame({k: pd.Series([], dtype=v) for k, v in meta.items()})
     size = df.groupby("label", sort=False)["node"].transform("size")
-    _, part, row = _split_node(df["node"])
-    survivor, _, _ = _split_node(df["label"])
+    _, part, row = _split_node(df["node"], keep)
+    survivor, _, _ = _split_node(df["label"], keep)
     return pd.DataFrame(
         {
             "part": part,
@@ -518,12 +541,12 @@ def _flag_cluster(df: pd.DataFrame) -> pd.DataFrame:
     ).astype(meta)
 
 
-def _cluster_flags(labels_dir: Path, flags_dir: Path, npartitions: int) -> None:
+def _cluster_flags(labels_dir: Path, flags_dir: Path, npartitions: int, keep: str) -> None:
     import dask.dataframe as dd
 
     labels = dd.read_parquet(str(labels_dir), columns=["node", "label"])
     meta = {"part": _STR, "row": "int64", "survivor": _STR, "size": "int64", "is_survivor": bool}
     flags = labels.shuffle(on="label", npartitions=npartitions).map_partitions(
-        _flag_cluster, meta=meta
+        _flag_cluster, keep, meta=meta
     )
     write_by_part(flags, flags_dir, npartitions)

@@ -85,11 +85,16 @@ class ReadWarc(SourceStage):
     def plan(self, inputs: list[InputFile]) -> list[Partition]:
         slice_bytes = max(1, int(self.params.slice_mb * MiB))
         parts = []
+        # part ids sort as strings in input order, then slice order (the order later stages
+        # read documents in): the numbers are zero-padded to the widest of the run
+        width = max(5, len(str(len(inputs) - 1)))
         for i, f in enumerate(inputs):
             slices = plan_slices(f.url, f.size, slice_bytes, self.params.max_records_per_file)
+            k_width = max(4, len(str(len(slices) - 1)))
             for k, sl in enumerate(slices):
                 hint = None if sl.end is None else sl.end - sl.start
-                parts.append(Partition(id=f"{i:05d}-{k:04d}", spec=sl, size_hint=hint))
+                part_id = f"{i:0{width}d}-{k:0{k_width}d}"
+                parts.append(Partition(id=part_id, spec=sl, size_hint=hint))
         return parts
 
     def read(self, partition: Partition) -> StageResult:
