@@ -92,15 +92,16 @@ def _corpus(path):
     return docs
 
 
-def _run(warc, out, slice_mb, workers):
+def _run(warc, out, slice_mb, workers, keep=None):
+    dedup = {} if keep is None else {"keep": keep}
     cfg = PipelineConfig(
-        input=[str(warc)],
+        input=[str(w) for w in warc] if isinstance(warc, list) else [str(warc)],
         output=str(out),
         stages=[
             {"read": {"slice_mb": slice_mb}},
             {"extract": {"engine": "resiliparse"}},
-            {"dedup_url": {}},
-            {"dedup_exact": {}},
+            {"dedup_url": dict(dedup)},
+            {"dedup_exact": dict(dedup)},
         ],
     )
     with Client(
@@ -149,3 +150,55 @@ def test_survivors_do_not_depend_on_partitions_or_workers(tmp_path):
     assert results[0][0] == 1 and results[1][0] > 3  # really different partitionings
     assert results[0][1] == results[1][1] == results[2][1]
     assert results[0][2] == results[1][2] == results[2][2]  # the same examples too
+
+
+def test_keep_first_keeps_the_first_read_and_follows_the_input_order(tmp_path):
+    """``keep: first``: of equally preferred duplicates the one read first stays (input order,
+    then offset), whatever the partitioning; the most recent URL capture still wins first.
+    ``smallest_id`` gives the same output whatever the order of the inputs."""
+    t = datetime(2022, 1, 1, tzinfo=UTC)
+    pages = {
+        "x": [
+            ("<urn:uuid:x9>", "http://tie.example/", t, "first capture of the tie page"),
+            ("<urn:uuid:x8>", "http://copy.example/x", t, "a text that both files hold"),
+            ("<urn:uuid:x7>", "http://new.example/", t, "older capture of the new page"),
+        ]
+        + [(f"<urn:uuid:x{i}>", f"http://x.example/{i}", t, f"x page {i} words") for i in range(6)],
+        "y": [
+            ("<urn:uuid:a1>", "http://tie.example", t, "second capture of the tie page"),
+            ("<urn:uuid:y2>", "http://copy.example/y", t, "A text that both  files hold"),
+            ("<urn:uuid:y3>", "http://new.example/", datetime(2023, 1, 1, tzinfo=UTC), "newer"),
+        ]
+        + [
+            (f"<urn:uuid:y{i}0>", f"http://y.example/{i}", t, f"y page {i} words") for i in range(6)
+        ],
+    }
+    warcs = {}
+    for name, docs in pages.items():
+        warcs[name] = tmp_path / f"{name}.warc.gz"
+        write_warc(
+            warcs[name],
+            [
+                record("response", u, PAGE.format(text).encode(), record_id=i, date=d)
+                for i, u, d, text in docs
+            ],
+        )
+
+    def removed(order, keep, slice_mb=64, workers=1):
+        out = tmp_path / f"out-{''.join(order)}-{keep}-{slice_mb}-{workers}"
+        _run([warcs[n] for n in order], out, slice_mb, workers, keep)
+        got = {}
+        for folder in ("02_dedup_url", "03_dedup_exact"):
+            log = pq.read_table(out / "stages" / folder).to_pylist()
+            got.update({r["id"]: r["duplicate_of"] for r in log if not r["kept"]})
+        return got
+
+    newest = {"<urn:uuid:x7>": "<urn:uuid:y3>"}  # the most recent capture, whatever ``keep``
+    x_first = {"<urn:uuid:a1>": "<urn:uuid:x9>", "<urn:uuid:y2>": "<urn:uuid:x8>", **newest}
+    y_first = {"<urn:uuid:x9>": "<urn:uuid:a1>", "<urn:uuid:x8>": "<urn:uuid:y2>", **newest}
+    assert removed("xy", "first") == x_first
+    assert removed("yx", "first") == y_first
+    assert removed("yx", "first", slice_mb=0.0005, workers=2) == y_first  # many parts
+    # the smallest ids are x8 and a1: one from each file, and the same for both orders
+    smallest = {"<urn:uuid:x9>": "<urn:uuid:a1>", "<urn:uuid:y2>": "<urn:uuid:x8>", **newest}
+    assert removed("xy", "smallest_id") == removed("yx", "smallest_id") == smallest

@@ -4,7 +4,8 @@ Three phases, none of which gathers document data on one machine:
 
 1. per part (a Dask task each): the key of every document (normalised URL, or a hash of the
    normalised text) and a rank that orders the candidates (most recent capture first for URLs,
-   then the id), written as a small Parquet table (key, rank, part, row);
+   then the smallest id, or with ``keep: first`` the first read), written as a small Parquet
+   table (key, rank, part, row);
 2. Dask's own shuffle on the key, then per shuffled partition the best rank and size of each key,
    so each document of a key with several documents learns whether it is the representative;
    those flags go through a second shuffle on the part, so each part's flags are one file
@@ -15,8 +16,8 @@ Three phases, none of which gathers document data on one machine:
 The stats count clusters (keys with more than one document) and bytes removed, and keep the
 ``MAX_EXAMPLES`` removed documents with the smallest ids beside their representative's id.
 
-The representative depends only on the documents, never on how they are partitioned or on the
-number of workers.
+The representative depends only on the documents (and, with ``keep: first``, their order),
+never on how they are partitioned or on the number of workers.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import heapq
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
@@ -44,7 +45,27 @@ _FAR_FUTURE_US = 253402300800 * 1_000_000
 
 
 class KeyDedupParams(StageParams):
-    pass
+    keep: Literal["smallest_id", "first"] = "smallest_id"
+    """Among equally preferred documents of a key, which one stays. ``smallest_id``: the
+    smallest document id (the output depends only on the set of documents, not on the order of
+    the inputs). ``first``: the first in reading order (parts in part-id order, i.e. the
+    config's input order then byte offset, rows in order), so the order of ``input`` says which
+    copy to keep."""
+
+
+def _rank(pref: str, doc_id: str, part_id: str, row: int, keep: str) -> str:
+    """A candidate's rank (smallest wins): the preference, then the ``keep`` rule; unique even
+    if two documents share an id (part, row). Only the id may hold NUL."""
+    if keep == "first":
+        return f"{pref}\x00{part_id}\x00{row:010d}\x00{doc_id}"
+    return f"{pref}\x00{doc_id}\x00{part_id}\x00{row:010d}"
+
+
+def _rank_id(rank: str, keep: str) -> str:
+    """The document id inside a rank made by ``_rank``."""
+    if keep == "first":
+        return rank.split("\x00", 3)[3]
+    return rank.split("\x00", 1)[1].rsplit("\x00", 2)[0]
 
 
 class KeyDedup(GlobalStage):
@@ -59,7 +80,7 @@ class KeyDedup(GlobalStage):
         raise NotImplementedError
 
     def preference(self, table: pa.Table) -> list[str]:
-        """One string per row; the smallest wins within a key, then the smallest id."""
+        """One string per row (no NUL); the smallest wins within a key, then ``keep``."""
         return [""] * table.num_rows
 
     def run(self, ctx: GlobalContext) -> StageStats:
@@ -89,12 +110,14 @@ class KeyDedup(GlobalStage):
         keys = self.keys(table)
         pref = self.preference(table)
         ids = table["id"].to_pylist()
+        keep = self.params.keep
         rows = [i for i, k in enumerate(keys) if k is not None]
         out = pa.table(
             {
                 "key": pa.array([keys[i] for i in rows], pa.string()),
-                # preference, then id; unique even if two documents share an id (part, row)
-                "rank": pa.array([f"{pref[i]}\x00{ids[i]}\x00{part_id}\x00{i:010d}" for i in rows]),
+                "rank": pa.array(
+                    [_rank(pref[i], ids[i] or "", part_id, i, keep) for i in rows], pa.string()
+                ),
                 "part": pa.array([part_id] * len(rows), pa.string()),
                 "row": pa.array(rows, pa.int64()),
             }
@@ -136,7 +159,7 @@ class KeyDedup(GlobalStage):
             ):
                 if rank != best:
                     reasons[row] = self.reason
-                    dup_of[row] = best.split("\x00")[1]
+                    dup_of[row] = _rank_id(best, self.params.keep)
                 elif size > 1:
                     clusters += 1
         reason_arr = pa.array(reasons, pa.string())
@@ -251,7 +274,8 @@ class DedupUrlParams(KeyDedupParams):
 
 
 class DedupUrl(KeyDedup):
-    """One document per normalised URL: the most recent capture (WARC date), as in Llama 3."""
+    """One document per normalised URL: the most recent capture (WARC date), as in Llama 3;
+    among captures of the same time, the smallest id (or the first read: ``keep``)."""
 
     name = "dedup_url"
     Params = DedupUrlParams
@@ -277,7 +301,7 @@ class DedupExactParams(KeyDedupParams):
 
 class DedupExact(KeyDedup):
     """One document per normalised text (NFKC, optionally lower-cased and whitespace-folded);
-    the representative is the smallest id."""
+    the representative is the smallest id, or the first read (``keep: first``)."""
 
     name = "dedup_exact"
     Params = DedupExactParams
