@@ -92,8 +92,10 @@ def _corpus(path):
     return docs
 
 
-def _run(warc, out, slice_mb, workers, keep=None):
+def _run(warc, out, slice_mb, workers, keep=None, single_task_rows=None):
     dedup = {} if keep is None else {"keep": keep}
+    if single_task_rows is not None:
+        dedup["single_task_rows"] = single_task_rows
     cfg = PipelineConfig(
         input=[str(w) for w in warc] if isinstance(warc, list) else [str(warc)],
         output=str(out),
@@ -136,20 +138,30 @@ def test_survivors_and_reasons(tmp_path):
     assert url["counters"]["bytes_removed"] == url["bytes_in"] - url["bytes_out"] > 0
 
 
-def test_survivors_do_not_depend_on_partitions_or_workers(tmp_path):
+def test_survivors_do_not_depend_on_partitions_workers_or_path(tmp_path):
+    """The same survivors, decision logs and examples with 1 part or many, 1, 2 or 4 workers,
+    on the one-task path (small data, the default) and on the Dask shuffles."""
     warc = tmp_path / "a.warc.gz"
     _corpus(warc)
     results = []
-    for slice_mb, workers in [(64, 1), (0.0005, 2), (0.001, 4)]:
-        out = tmp_path / f"out-{slice_mb}-{workers}"
-        summary = _run(warc, out, slice_mb, workers)
+    for slice_mb, workers, single in [(64, 1, None), (0.0005, 2, None), (0.001, 4, 0), (64, 1, 0)]:
+        out = tmp_path / f"out-{slice_mb}-{workers}-{single}"
+        summary = _run(warc, out, slice_mb, workers, single_task_rows=single)
         parts = summary.report["stages"][0]["parts"]
         final = pq.read_table(out / "documents" / "03_dedup_exact")
-        examples = [s["examples"] for s in summary.report["stages"][2:]]
-        results.append((parts, sorted(final["id"].to_pylist()), examples))
+        dedup = summary.report["stages"][2:]
+        assert [s["counters"]["flags_one_task"] for s in dedup] == [int(single is None)] * 2
+        logs = [
+            sorted(
+                (r["id"], r["kept"], r["reason"], r["duplicate_of"])
+                for r in pq.read_table(out / "stages" / folder).to_pylist()
+            )
+            for folder in ("02_dedup_url", "03_dedup_exact")
+        ]
+        examples = [s["examples"] for s in dedup]
+        results.append((parts, sorted(final["id"].to_pylist()), examples, logs))
     assert results[0][0] == 1 and results[1][0] > 3  # really different partitionings
-    assert results[0][1] == results[1][1] == results[2][1]
-    assert results[0][2] == results[1][2] == results[2][2]  # the same examples too
+    assert all(r[1:] == results[0][1:] for r in results)
 
 
 def test_keep_first_keeps_the_first_read_and_follows_the_input_order(tmp_path):
@@ -184,9 +196,9 @@ def test_keep_first_keeps_the_first_read_and_follows_the_input_order(tmp_path):
             ],
         )
 
-    def removed(order, keep, slice_mb=64, workers=1):
-        out = tmp_path / f"out-{''.join(order)}-{keep}-{slice_mb}-{workers}"
-        _run([warcs[n] for n in order], out, slice_mb, workers, keep)
+    def removed(order, keep, slice_mb=64, workers=1, single_task_rows=None):
+        out = tmp_path / f"out-{''.join(order)}-{keep}-{slice_mb}-{workers}-{single_task_rows}"
+        _run([warcs[n] for n in order], out, slice_mb, workers, keep, single_task_rows)
         got = {}
         for folder in ("02_dedup_url", "03_dedup_exact"):
             log = pq.read_table(out / "stages" / folder).to_pylist()
@@ -199,6 +211,7 @@ def test_keep_first_keeps_the_first_read_and_follows_the_input_order(tmp_path):
     assert removed("xy", "first") == x_first
     assert removed("yx", "first") == y_first
     assert removed("yx", "first", slice_mb=0.0005, workers=2) == y_first  # many parts
+    assert removed("xy", "first", single_task_rows=0) == x_first  # on the Dask shuffles
     # the smallest ids are x8 and a1: one from each file, and the same for both orders
     smallest = {"<urn:uuid:x9>": "<urn:uuid:a1>", "<urn:uuid:y2>": "<urn:uuid:x8>", **newest}
     assert removed("xy", "smallest_id") == removed("yx", "smallest_id") == smallest

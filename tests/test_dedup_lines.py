@@ -78,12 +78,17 @@ def run_stage(tmp_path: Path, docs, n_parts: int, workers: int, **params):
     return stats, dict(zip(table["id"].to_pylist(), table["text"].to_pylist(), strict=True)), logs
 
 
-@pytest.mark.parametrize("n_parts, workers", [(1, 1), (5, 2), (9, 4)])
+# single_task_rows None: the default, one task for the counts (small data); 0: Dask's shuffles
+@pytest.mark.parametrize(
+    "n_parts, workers, single", [(1, 1, None), (5, 2, None), (5, 2, 0), (9, 4, 0)]
+)
 def test_repeated_lines_removed_everywhere_and_result_independent_of_partitions(
-    tmp_path, n_parts, workers
+    tmp_path, n_parts, workers, single
 ):
     docs = corpus()
-    stats, got, logs = run_stage(tmp_path, docs, n_parts, workers)
+    params = {} if single is None else {"single_task_rows": single}
+    stats, got, logs = run_stage(tmp_path, docs, n_parts, workers, **params)
+    assert stats.counters["flags_one_task"] == (single is None)
     assert got == expected(docs)
     assert "only-boiler" not in got
     assert all(BOILER.lower() not in t.lower() for t in got.values())
@@ -136,13 +141,20 @@ def hot_corpus(n_docs: int = 420, limit: int = 6) -> list[tuple[str, str]]:
     return docs
 
 
-@pytest.mark.parametrize("n_parts, workers", [(1, 1), (3, 2), (7, 2)])
-def test_a_line_in_every_document_is_shuffled_as_one_row_per_part(tmp_path, n_parts, workers):
+@pytest.mark.parametrize(
+    "n_parts, workers, single", [(1, 1, 0), (3, 2, 0), (7, 2, 0), (7, 2, None)]
+)
+def test_a_line_in_every_document_is_shuffled_as_one_row_per_part(
+    tmp_path, n_parts, workers, single
+):
     """Issue 5: a boilerplate line in every document must not bring all its occurrences to one
     shuffled partition; each part sends its own count, so the line's rows in the shuffle are
-    at most the number of parts, and the result is the same as counting every occurrence."""
+    at most the number of parts, and the result is the same as counting every occurrence
+    (also on the one-task path, whose rows per line are counted the same way)."""
     docs = hot_corpus()
-    stats, got, logs = run_stage(tmp_path, docs, n_parts, workers)
+    params = {} if single is None else {"single_task_rows": single}
+    stats, got, logs = run_stage(tmp_path, docs, n_parts, workers, **params)
+    assert stats.counters["flags_one_task"] == (single is None)
     assert got == expected(docs)
     counts = Counter(
         normalize_line(line) for _, t in docs for line in t.split("\n") if len(line.strip()) >= 20

@@ -139,9 +139,11 @@ def measure(tmp: Path, docs: list[dict], label: str) -> dict[str, float]:
     result["parts"] = report["stages"][1]["parts"]
     result["docs"] = report["stages"][1]["docs_out"]
     for name in DEDUP_STAGES:
-        # the stages before resume from their checkpoints; dedup_minhash on its shuffles (its
-        # one-task path for small data is bounded by single_task_rows, not flat: see its param)
-        stages.append({name: {"single_task_rows": 0} if name == "dedup_minhash" else {}})
+        # the stages before resume from their checkpoints; the key stages on their shuffles
+        # (their one-task path for small data is bounded by single_task_rows, not flat: see
+        # the param)
+        one_task = name in ("dedup_url", "dedup_exact", "dedup_minhash")
+        stages.append({name: {"single_task_rows": 0} if one_task else {}})
         # a new cluster per stage: fresh worker processes, so that neither corpus carries the
         # allocator retention of the stages before into this one
         with dask_client(ClusterConfig(workers=2)) as client, WorkerPeak(client) as peak:

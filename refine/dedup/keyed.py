@@ -9,7 +9,9 @@ Three phases, none of which gathers document data on one machine:
 2. Dask's own shuffle on the key, then per shuffled partition the best rank and size of each key,
    so each document of a key with several documents learns whether it is the representative;
    those flags go through a second shuffle on the part, so each part's flags are one file
-   (not one per shuffled partition: that would be parts x parts files);
+   (not one per shuffled partition: that would be parts x parts files). Up to
+   ``single_task_rows`` keyed documents, one Dask task does the same with Arrow's group-by
+   instead of the two shuffles (the same flags);
 3. per part: the flags join the documents by row, the representatives go on, the rest are logged
    with ``duplicate_of`` (the representative's id).
 
@@ -33,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import MAX_EXAMPLES, StageStats
@@ -42,6 +45,8 @@ from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomi
 _TEXT_BATCH = 256
 #: ranks sort as strings; a date is turned into "time until the year 10000" so that min = latest
 _FAR_FUTURE_US = 253402300800 * 1_000_000
+#: see ``KeyDedupParams.single_task_rows``
+SINGLE_TASK_ROWS = 250_000
 
 
 class KeyDedupParams(StageParams):
@@ -51,6 +56,11 @@ class KeyDedupParams(StageParams):
     the inputs). ``first``: the first in reading order (parts in part-id order, i.e. the
     config's input order then byte offset, rows in order), so the order of ``input`` says which
     copy to keep."""
+    single_task_rows: int = Field(SINGLE_TASK_ROWS, ge=0)
+    """Up to this many keyed documents, the grouping by key runs as one Dask task (Arrow's
+    group-by over every (key, rank) row at once) instead of two Dask shuffles, each of which
+    costs about a second of fixed time however small the data; the flags are the same. The
+    task's memory is bounded by this number, not by the corpus. 0: always shuffle."""
 
 
 def _rank(pref: str, doc_id: str, part_id: str, row: int, keep: str) -> str:
@@ -93,17 +103,23 @@ class KeyDedup(GlobalStage):
         futures = client.map(
             self._write_keys, [str(p) for p in parts], [str(keys_dir)] * len(parts)
         )
-        client.gather(futures)
-        if parts:
+        keyed = sum(client.gather(futures))
+        one_task = 0 < keyed <= self.params.single_task_rows
+        if one_task:
+            client.submit(_flag_one_task, str(keys_dir), str(flags_dir), pure=False).result()
+        elif keyed:
             self._flag(keys_dir, flags_dir, len(parts))
         stats = apply_flags(client, self._apply, self.name, parts, flags_dir, ctx)
+        stats.counters["flags_one_task"] = int(one_task)
         stats.seconds = time.perf_counter() - t0  # wall time of the whole stage
         stats.cpu_seconds += time.process_time() - c0
         remove_tree(work)
         return stats
 
     # -- phase 1 ---------------------------------------------------------------------------
-    def _write_keys(self, part: str, keys_dir: str) -> None:
+    def _write_keys(self, part: str, keys_dir: str) -> int:
+        """Write the part's (key, rank, part, row) rows; return how many (documents with a
+        key)."""
         names = pq.read_schema(part).names
         table = pq.read_table(part, columns=[c for c in ("id", *self.columns) if c in names])
         part_id = Path(part).stem
@@ -123,6 +139,7 @@ class KeyDedup(GlobalStage):
             }
         )
         write_parquet_atomic(out, Path(keys_dir) / f"{part_id}.parquet")
+        return out.num_rows
 
     # -- phase 2 ---------------------------------------------------------------------------
     @staticmethod
@@ -205,6 +222,33 @@ def _flag_partition(df: Any) -> Any:
     return out[["part", "row", "rank", "best", "n"]].astype(
         {"part": "string", "row": "int64", "rank": "string", "best": "string", "n": "int64"}
     )
+
+
+def _flag_one_task(keys_dir: str, flags_dir: str) -> None:
+    """``_flag`` as one task (only up to ``single_task_rows`` rows): Arrow's group-by gives
+    each key's best rank (the smallest string, by code point as pandas' ``min``) and size; the
+    rows of keys with several documents are written as ``flags_dir/part=ID/flags.parquet``."""
+    table = pq.read_table(keys_dir, columns=["key", "rank", "part", "row"])
+    per_key = table.group_by("key", use_threads=False).aggregate(
+        [("rank", "min"), ("rank", "count")]
+    )
+    per_key = per_key.filter(pc.greater(per_key["rank_count"], 1))
+    flags = table.join(per_key, "key", join_type="inner", use_threads=False)
+    flags = flags.rename_columns({"rank_min": "best", "rank_count": "n"})
+    write_table_by_part(flags, Path(flags_dir), ["row", "rank", "best", "n"])
+
+
+def write_table_by_part(table: pa.Table, folder: Path, columns: list[str]) -> None:
+    """The one-task counterpart of ``write_by_part``: ``columns`` of ``table``'s rows as
+    ``folder/part=ID/flags.parquet``, one file per value of its ``part`` column."""
+    table = table.sort_by("part")
+    part = table["part"].to_pylist()
+    start = 0
+    for end in range(1, len(part) + 1):
+        if end == len(part) or part[end] != part[start]:
+            rows = table.slice(start, end - start).select(columns)
+            write_parquet_atomic(rows, folder / f"part={part[start]}" / "flags.parquet")
+            start = end
 
 
 def write_by_part(frame: Any, folder: Path, npartitions: int) -> None:

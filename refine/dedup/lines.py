@@ -6,7 +6,9 @@
    *combined* counts, one row (hash, part, count) per distinct line of the part;
 2. Dask's shuffle on the hash, then per shuffled partition each hash's corpus count (the sum over
    the parts); the (part, hash, count) of every hash counted more than ``max_occurrences`` times
-   goes through a shuffle on the part and is written as one file per part;
+   goes through a shuffle on the part and is written as one file per part. Up to
+   ``single_task_rows`` combined rows, one Dask task does the same with Arrow's group-by instead
+   of the two shuffles (the same flags);
 3. per part: its occurrences of those hashes are removed from the documents; a document left
    with no text is dropped (``empty_after_line_dedup``); the decision log counts removed lines
    and bytes.
@@ -35,7 +37,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from refine.dedup.keyed import pick_examples, write_by_part
+from refine.dedup.keyed import (
+    SINGLE_TASK_ROWS,
+    pick_examples,
+    write_by_part,
+    write_table_by_part,
+)
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import MAX_EXAMPLES, StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
@@ -49,6 +56,11 @@ class DedupLinesParams(StageParams):
     (Llama 3: more than 6 times per bucket of 30M documents)."""
     min_chars: int = Field(default=20, ge=1)
     """Shorter lines (after stripping) are never counted or removed."""
+    single_task_rows: int = Field(SINGLE_TASK_ROWS, ge=0)
+    """Up to this many combined rows (distinct lines of each part, summed over the parts),
+    the corpus counts are made by one Dask task (Arrow's group-by) instead of two Dask
+    shuffles, each of which costs about a second of fixed time however small the data; the
+    flags are the same. The task's memory is bounded by this number. 0: always shuffle."""
 
 
 def normalize_line(line: str) -> str:
@@ -74,12 +86,23 @@ class DedupLines(GlobalStage):
         keys_dir, lines_dir, flags_dir = work / "keys", work / "lines", work / "flags"
         client = ctx.client
         n = len(parts)
-        client.gather(
-            client.map(
-                self._write_keys, parts, [str(keys_dir)] * n, [str(lines_dir)] * n, pure=False
+        combined = sum(
+            client.gather(
+                client.map(
+                    self._write_keys, parts, [str(keys_dir)] * n, [str(lines_dir)] * n, pure=False
+                )
             )
         )
-        if parts:
+        one_task = 0 < combined <= self.params.single_task_rows
+        if one_task:
+            client.submit(
+                _frequent_keys_one_task,
+                str(keys_dir),
+                str(flags_dir),
+                self.params.max_occurrences,
+                pure=False,
+            ).result()
+        elif combined:
             self._flag(keys_dir, flags_dir, n)
         futures = client.map(
             self._apply,
@@ -103,6 +126,7 @@ class DedupLines(GlobalStage):
                     examples[e["normalized"]] = e
         stats.counters["repeated_lines"] = repeated
         stats.counters["max_rows_per_line_key"] = max_rows
+        stats.counters["flags_one_task"] = int(one_task)
         stats.examples = pick_examples(list(examples.values()), key=_most_repeated)
         for e in stats.examples:
             del e["normalized"]
@@ -111,10 +135,10 @@ class DedupLines(GlobalStage):
         remove_tree(work)
         return stats
 
-    def _write_keys(self, part: str, keys_dir: str, lines_dir: str) -> None:
+    def _write_keys(self, part: str, keys_dir: str, lines_dir: str) -> int:
         """Phase 1: the part's line occurrences to ``lines_dir`` (read back by its own apply
         task), and one row per distinct line with its count in the part to ``keys_dir`` (the
-        only rows that are shuffled)."""
+        only rows that are shuffled). Returns that number of rows."""
         table = pq.read_table(part, columns=["text"])
         part_id = Path(part).stem
         keys, rows, lines = [], [], []
@@ -141,6 +165,7 @@ class DedupLines(GlobalStage):
             }
         )
         write_parquet_atomic(out, Path(keys_dir) / f"{part_id}.parquet")
+        return out.num_rows
 
     def _flag(self, keys_dir: Path, flags_dir: Path, n_parts: int) -> None:
         import dask.dataframe as dd
@@ -266,3 +291,17 @@ def _frequent_keys(df: Any, limit: int) -> Any:
     out = out[out["n"] > limit]
     out = out.assign(first=out["part"] == out["first"])
     return out[list(_FLAG_TYPES)].astype(_FLAG_TYPES)
+
+
+def _frequent_keys_one_task(keys_dir: str, flags_dir: str, limit: int) -> None:
+    """``_frequent_keys`` over all combined counts at once (only up to ``single_task_rows``
+    rows), with Arrow's group-by; the flags written per part as ``write_by_part`` does."""
+    table = pq.read_table(keys_dir, columns=["key", "part", "count"])
+    per_key = table.group_by("key", use_threads=False).aggregate(
+        [("count", "sum"), ("count", "count"), ("part", "min")]
+    )
+    per_key = per_key.filter(pc.greater(per_key["count_sum"], limit))
+    flags = table.join(per_key, "key", join_type="inner", use_threads=False)
+    flags = flags.append_column("first", pc.equal(flags["part"], flags["part_min"]))
+    flags = flags.rename_columns({"count_sum": "n", "count_count": "rows"})
+    write_table_by_part(flags, Path(flags_dir), ["key", "n", "rows", "first"])
