@@ -49,8 +49,12 @@ _FAR_FUTURE_US = 253402300800 * 1_000_000
 SINGLE_TASK_ROWS = 250_000
 
 
+#: which of equally preferred duplicates stays (every dedup stage with a ``keep`` param)
+Keep = Literal["smallest_id", "first"]
+
+
 class KeyDedupParams(StageParams):
-    keep: Literal["smallest_id", "first"] = "smallest_id"
+    keep: Keep = "smallest_id"
     """Among equally preferred documents of a key, which one stays. ``smallest_id``: the
     smallest document id (the output depends only on the set of documents, not on the order of
     the inputs). ``first``: the first in reading order (parts in part-id order, i.e. the
@@ -241,14 +245,15 @@ def _flag_one_task(keys_dir: str, flags_dir: str) -> None:
 def write_table_by_part(table: pa.Table, folder: Path, columns: list[str]) -> None:
     """The one-task counterpart of ``write_by_part``: ``columns`` of ``table``'s rows as
     ``folder/part=ID/flags.parquet``, one file per value of its ``part`` column."""
-    table = table.sort_by("part")
-    part = table["part"].to_pylist()
+    table = table.sort_by("part")  # each part's rows contiguous, in order of first appearance
+    runs = pc.value_counts(table["part"])
     start = 0
-    for end in range(1, len(part) + 1):
-        if end == len(part) or part[end] != part[start]:
-            rows = table.slice(start, end - start).select(columns)
-            write_parquet_atomic(rows, folder / f"part={part[start]}" / "flags.parquet")
-            start = end
+    for part_id, n in zip(
+        runs.field("values").to_pylist(), runs.field("counts").to_pylist(), strict=True
+    ):
+        rows = table.slice(start, n).select(columns)
+        write_parquet_atomic(rows, folder / f"part={part_id}" / "flags.parquet")
+        start += n
 
 
 def write_by_part(frame: Any, folder: Path, npartitions: int) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from refine.dedup.components import connected_components
-from refine.dedup.keyed import apply_flags, pick_examples, write_by_part
+from refine.dedup.keyed import Keep, apply_flags, pick_examples, write_by_part, write_table_by_part
 from refine.dedup.signatures import MinHasher, band_keys, jaccard_of_sets, sorted_unique_sets
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import MAX_EXAMPLES, StageStats
@@ -88,10 +88,10 @@ class DedupMinhashParams(StageParams):
     this number, not by the corpus (measured at the default with 60-character document ids:
     ~90 MiB for the band rows, ~170 MiB for the edges); each of the up to ~8 shuffles it saves
     costs about a second of fixed time however small the data. 0: always shuffle."""
-    keep: Literal["smallest_id", "first"] = "smallest_id"
-    """Which member of a cluster survives. ``smallest_id``: the smallest document id, as every
-    refine dedup stage does (the output depends only on the set of documents, not on the
-    order of the inputs). ``first``: the first in reading order (parts in part-id order, i.e.
+    keep: Keep = "smallest_id"
+    """Which member of a cluster survives. ``smallest_id``: the smallest document id, the
+    default of every refine dedup stage (the output depends only on the set of documents, not
+    on the order of the inputs). ``first``: the first in reading order (parts in part-id order, i.e.
     the config's input order then byte offset, rows in order), so the order of ``input``
     says which copy to keep; datatrove keeps the same member of a two-document cluster (its
     union-find root by size, then by its first pair's order, for larger ones)."""
@@ -422,18 +422,14 @@ def _components_one_task(edges_dir: str, flags_dir: str, keep: str) -> dict[str,
     ids, part, row = _split_node_arrow(names, keep)
     flags = pa.table(
         {
+            "part": part,
             "row": row,
             "survivor": ids.take(pa.array(survivor_code)),
             "size": pa.array(np.bincount(comp)[comp].astype(np.int64)),
             "is_survivor": pa.array(survivor_code == np.arange(len(names))),
         }
     )
-    part_names, (part_code,) = _name_codes(pa.chunked_array([part]))
-    order = np.argsort(part_code, kind="stable")
-    bounds = np.searchsorted(part_code[order], np.arange(len(part_names) + 1))
-    for k, part_id in enumerate(part_names.to_pylist()):
-        rows = flags.take(pa.array(order[bounds[k] : bounds[k + 1]]))
-        write_parquet_atomic(rows, Path(flags_dir) / f"part={part_id}" / "flags.parquet")
+    write_table_by_part(flags, Path(flags_dir), ["row", "survivor", "size", "is_survivor"])
     return {"cc_iterations": 0, "cc_converged": 1, "cc_nodes": len(names), "cc_one_task": 1}
 
 
