@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             "rejected": len(report.rejected),
             "parser_lookup": report.parser_lookup,
             "prune": report.prune,
+            "patched": report.patched,
         },
         "pages_with_text": sum(t is not None for t in stock),
         "pages_differing": len(differ),

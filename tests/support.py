@@ -38,6 +38,27 @@ def require_shared_data() -> Path:
     return path
 
 
+def extract_sample_pages() -> list[str | None]:
+    """trafilatura.extract with refine's default options over every HTML page of the sample
+    crawl, in this process (with whatever is patched into trafilatura now): one text or None per
+    page. Skips without the samples; asserts the corpus is the one the tests expect."""
+    data = require_shared_data()
+    sys.path.insert(0, str(REPO / "scripts"))
+    import trafilatura
+    from bench_vs_datatrove import html_pages
+    from trafilatura.deduplication import LRU_TEST
+
+    from refine.extract.engines import ExtractConfig
+
+    options = ExtractConfig().trafilatura_options()
+    LRU_TEST.clear()
+    pages = list(html_pages(sorted((data / "warc").glob("*.warc.gz"))))
+    assert len(pages) >= 600
+    texts = [trafilatura.extract(html, url=url, **options) for html, url in pages]
+    assert sum(t is not None for t in texts) >= 500
+    return texts
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
     return subprocess.run(
         [sys.executable, "-m", "refine.cli", *args],

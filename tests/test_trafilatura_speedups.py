@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from lxml import etree
-from support import REPO, require_shared_data
+from support import REPO, extract_sample_pages, require_shared_data
 
 from refine.extract import trafilatura_speedups as ts
 
@@ -147,5 +147,134 @@ def test_same_text_on_every_sample_page():
     install = result["install"]
     assert install["rejected"] == 0 and install["python_paths"] >= 15
     assert install["expressions"] + install["python_paths"] >= 25
-    assert install["parser_lookup"] and install["prune"]
+    assert install["parser_lookup"] and install["prune"] and len(install["patched"]) >= 3
     assert proc.returncode == 0
+
+
+# --------------------------------------------------------------------------- source patches
+
+
+def test_patch_source_replaces_one_passage_and_refuses_otherwise():
+    def f(x):
+        y = x + 1
+        return y * 2
+
+    fast = ts.patch_source(f, "        y = x + 1\n", "        y = 1 + x\n")
+    assert fast is not None and fast(3) == f(3) == 8 and fast.__wrapped_original__ is f
+    assert ts.patch_source(f, "        y = x + 2\n", "        y = 0\n") is None  # not there
+
+    def g(x):
+        x = x + 1
+        x = x + 1
+        return x
+
+    assert ts.patch_source(g, "        x = x + 1\n", "        x = x + 2\n") is None  # twice
+
+
+def test_source_patches_all_apply_to_the_installed_trafilatura():
+    report = ts.install()
+    assert sorted(report.patched) == sorted(
+        [f"{module}.{name}" for module, name, _, _ in ts._SOURCE_PATCHES]  # noqa: SLF001
+        + ["trafilatura.utils.INVALID_XML_CHARS"])
+    from trafilatura import core, htmlprocessing
+
+    assert core.tree_cleaning is htmlprocessing.tree_cleaning  # the name core imported, too
+    assert htmlprocessing.tree_cleaning.__wrapped_original__ is not None
+
+
+def test_tree_cleaning_skips_only_tags_that_are_not_there():
+    """Nested cleaned tags, a cleaned tag inside another one's subtree, tails kept: the same
+    tree as trafilatura's own loop (which walks the whole tree once per tag)."""
+    from copy import deepcopy
+
+    from lxml import html as lxml_html
+    from trafilatura import htmlprocessing
+    from trafilatura.settings import Extractor
+
+    ts.install()
+    fast = htmlprocessing.tree_cleaning
+    original = fast.__wrapped_original__
+    pages = [
+        "<html><body><aside>a<aside>b</aside>c</aside>t1<p>keep</p><footer>f<nav>n</nav></footer>"
+        "t2<div><script>x</script>tail<figure><table><tr><td>cell</td></tr></table></figure>"
+        "<svg><a>s</a></svg>after</div><form><input/>hello</form><p>end</p></body></html>",
+        "<html><body><nav><nav><aside>x</aside></nav></nav><p>only</p>y</body></html>",
+        "<html><body><p>no cleaned tag at all</p></body></html>",
+    ]
+    for page in pages:
+        for options in (Extractor(), Extractor(precision=True), Extractor(recall=True),
+                        Extractor(tables=False), Extractor(images=True)):
+            tree = lxml_html.document_fromstring(page)
+            want = etree.tostring(original(deepcopy(tree), options))
+            assert etree.tostring(fast(deepcopy(tree), options)) == want
+
+
+def test_invalid_xml_chars_answers_as_the_regex_does():
+    import trafilatura.utils as tu
+
+    ts.install()
+    fast = tu.INVALID_XML_CHARS
+    regex = fast.regex
+    assert ts._char_class_members(regex.pattern) is not None  # noqa: SLF001
+    for s in ["", "plain <p>html</p>", "a\x00b", "\x1f", "é\ufffe", "x\uffff\x0b\x0c",
+              "\t\n\r kept", "\x7f\x80 not in the class", "日本語\x08"]:
+        assert fast.sub("", s) == regex.sub("", s)
+        assert fast.sub("", s, 1) == regex.sub("", s, 1)
+        assert bool(fast.search(s)) == bool(regex.search(s))
+    for answer in (fast, regex):  # not a str: the regex answers, as it would have
+        with pytest.raises(TypeError):
+            answer.sub(b"", b"a\x00b")
+    for pattern in (r"[^a]", r"[a-z]+", r"\s", r"[\w]", r"ab"):
+        assert ts._char_class_members(pattern) is None  # noqa: SLF001
+
+
+def test_every_call_on_the_sample_pages_matches_the_unpatched_function(monkeypatch):
+    """trafilatura with the speedups on the 698 sample pages: at every call of a source-patched
+    function, trafilatura's own version runs too (on a copy of the tree, or on the same tree where
+    neither changes it) and must give the same tree / the same scores / the same string."""
+    from copy import deepcopy
+
+    require_shared_data()
+    import trafilatura.utils as tu
+    from trafilatura import core, htmlprocessing
+    from trafilatura.readability_lxml import Document
+
+    ts.install()
+    calls: dict[str, int] = {"tree_cleaning": 0, "score_paragraphs": 0, "sub": 0}
+    differ: list[str] = []
+    fast_clean = htmlprocessing.tree_cleaning
+
+    def clean(tree, options):
+        want = etree.tostring(fast_clean.__wrapped_original__(deepcopy(tree), options))
+        got = fast_clean(tree, options)
+        calls["tree_cleaning"] += 1
+        if etree.tostring(got) != want:
+            differ.append("tree_cleaning")
+        return got
+
+    fast_score = Document.score_paragraphs
+
+    def score(self):
+        want = fast_score.__wrapped_original__(self)  # reads the tree, does not change it
+        got = fast_score(self)
+        calls["score_paragraphs"] += 1
+        if [(e, c.score) for e, c in got.items()] != [(e, c.score) for e, c in want.items()]:
+            differ.append("score_paragraphs")
+        return got
+
+    fast_chars = tu.INVALID_XML_CHARS
+
+    class Checked:
+        def sub(self, repl, string, count=0):
+            calls["sub"] += 1
+            got = fast_chars.sub(repl, string, count)
+            if got != fast_chars.regex.sub(repl, string, count):
+                differ.append("INVALID_XML_CHARS")
+            return got
+
+    monkeypatch.setattr(core, "tree_cleaning", clean)
+    monkeypatch.setattr(Document, "score_paragraphs", score)
+    monkeypatch.setattr(tu, "INVALID_XML_CHARS", Checked())
+    extract_sample_pages()
+    assert min(calls.values()) >= 600, calls
+    assert differ == []

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from lxml import etree
-from support import REPO, require_shared_data
+from support import extract_sample_pages
 
 from refine.extract import trafilatura_speedups as ts
 from refine.extract.xpath_python import PythonPath, Unsupported, compile_path, random_documents
@@ -125,14 +125,6 @@ def test_every_call_on_the_sample_pages_selects_what_libxml2_selects(monkeypatch
     """trafilatura with the speedups on the 698 sample pages: at every call of a compiled
     expression (on the trees as trafilatura has them at that point), libxml2's selection is
     computed too and must be the same list."""
-    data = require_shared_data()
-    sys.path.insert(0, str(REPO / "scripts"))
-    import trafilatura
-    from bench_vs_datatrove import html_pages
-    from trafilatura.deduplication import LRU_TEST
-
-    from refine.extract.engines import ExtractConfig
-
     report = ts.install()
     assert report.python_paths >= 15 and not report.rejected
     calls, differ = [0], []
@@ -146,12 +138,7 @@ def test_every_call_on_the_sample_pages_selects_what_libxml2_selects(monkeypatch
         return got
 
     monkeypatch.setattr(PythonPath, "__call__", checked)
-    options = ExtractConfig().trafilatura_options()
-    LRU_TEST.clear()
-    pages = list(html_pages(sorted((data / "warc").glob("*.warc.gz"))))
-    assert len(pages) >= 600
-    texts = [trafilatura.extract(html, url=url, **options) for html, url in pages]
-    assert sum(t is not None for t in texts) >= 500
+    extract_sample_pages()
     assert calls[0] >= 5000
     assert differ == []
 
