@@ -102,9 +102,10 @@ class ExtractConfig(StageParams):
     """Skip trafilatura's readability/justext fallbacks (faster, different output)."""
     speedups: bool = True
     """Run trafilatura with refine's output-preserving speedups (``refine.extract.
-    trafilatura_speedups``: its regex XPath tests as plain XPath, a C element-class lookup, a
-    one-pass outermost-match search): ~1.2x faster per page, the same text (tested page by page
-    on the sample crawl). False runs trafilatura untouched."""
+    trafilatura_speedups``: its element-selecting XPath as Python loops, regex XPath tests as
+    plain XPath, a C element-class lookup, a one-pass outermost-match search, exact rewrites of a
+    few hot passages): ~2x less CPU per page, the same text (tested page by page on the sample
+    crawl). False runs trafilatura untouched."""
     output_format: Literal["txt", "markdown"] = "txt"
     """trafilatura output format: "txt" or "markdown"."""
 
