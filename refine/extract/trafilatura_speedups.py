@@ -560,11 +560,16 @@ def _install_prune(report: SpeedupReport, modules: list) -> None:
         return
     if _PRUNE_SOURCE not in source:  # another trafilatura version: leave it alone
         return
-    fast = _make_prune(delete_element)
-    for module in modules:
-        if getattr(module, "prune_unwanted_nodes", None) is original:
-            module.prune_unwanted_nodes = fast
+    _replace_function(original, _make_prune(delete_element), modules)
     report.prune = True
+
+
+def _replace_function(original, fast, modules: list) -> None:
+    """Every module of ``modules`` that holds ``original`` under its name (its own module and
+    those that imported it by name) gets ``fast`` instead."""
+    for module in modules:
+        if getattr(module, original.__name__, None) is original:
+            setattr(module, original.__name__, fast)
 
 
 # --------------------------------------------------------------------------- source patches
@@ -631,7 +636,6 @@ def patch_source(func, old: str, new: str):
     exec(compile(source, f"<refine speedups: {func.__module__}.{func.__qualname__}>", "exec"),
          func.__globals__, namespace)
     fast = namespace[func.__name__]
-    fast.__doc__ = func.__doc__
     fast.__wrapped_original__ = func
     return fast
 
@@ -649,11 +653,10 @@ def _install_source_patches(report: SpeedupReport, modules: list) -> None:
         fast = patch_source(original, old, new)
         if fast is None:
             continue
-        setattr(owner, name, fast)
-        if not owner_name:  # other modules imported the function by name
-            for other in modules:
-                if getattr(other, name, None) is original:
-                    setattr(other, name, fast)
+        if owner_name:  # a method: its class is the one place to change
+            setattr(owner, name, fast)
+        else:
+            _replace_function(original, fast, modules)
         report.patched.append(f"{module_name}.{qualname}")
 
 
@@ -664,8 +667,6 @@ class _CharClass:
 
     def __init__(self, regex: re.Pattern, chars: str):
         self.regex = regex
-        self.pattern = regex.pattern
-        self.flags = regex.flags
         self._chars = tuple(chars)
 
     def _absent(self, string) -> bool:
@@ -686,13 +687,14 @@ class _CharClass:
             return None
         return self.regex.search(string, *args)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # pattern, flags, findall...: the regex's own
         return getattr(self.regex, name)
 
 
 def _char_class_members(pattern: str) -> str | None:
-    """The characters of a pattern that is exactly one character class (``[...]`` of literals
-    and ranges, no negation, no escapes other than ``\\xHH``/``\\uHHHH``), else None."""
+    """The characters of a pattern that is exactly one character class (``[...]`` of single
+    characters and ranges of at most 256, however escaped; no negation, no ``\\s``-style
+    categories), else None."""
     try:
         parsed = _sre_p.parse(pattern)
     except re.error:
