@@ -1,16 +1,30 @@
-"""The ``read`` and ``extract`` stages: WARC records to HTML pages to main text."""
+"""The ``read`` and ``extract`` stages: WARC records to HTML pages to main text, or text files
+(JSON Lines, Parquet) straight to documents."""
 
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import pyarrow as pa
 from pydantic import Field
 
+from refine.errors import InputError
 from refine.extract.charset import decode_html, looks_binary
 from refine.extract.engines import ExtractConfig, check_engine, get_extractor
+from refine.extract.schema import DOC_SCHEMA, PAGE_SCHEMA
+from refine.extract.textfiles import (
+    ERROR_REASONS as TEXT_ERROR_REASONS,
+)
+from refine.extract.textfiles import (
+    TextFields,
+    TextSlice,
+    plan_text_slices,
+    read_text_slice,
+    resolve_fields,
+)
 from refine.extract.warc import iter_slice, plan_slices
-from refine.pipeline.inputs import COMMONCRAWL_BASE_URL, InputFile, expand_inputs
+from refine.pipeline.inputs import COMMONCRAWL_BASE_URL, InputFile, expand_inputs, input_format
 from refine.pipeline.stage import (
     MapStage,
     Partition,
@@ -18,33 +32,11 @@ from refine.pipeline.stage import (
     StageParams,
     StageResult,
     decision_log,
+    text_bytes,
 )
 from refine.pipeline.stats import StageStats
 
 MiB = 2**20
-
-#: The documents schema after extraction (DESIGN.md); later stages add signal columns.
-DOC_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("url", pa.string()),
-        ("date", pa.timestamp("us", tz="UTC")),
-        ("text", pa.large_string()),
-        ("source", pa.string()),
-    ]
-)
-
-#: What ``read`` hands to ``extract``: the raw page and the charset its HTTP headers declared.
-PAGE_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("url", pa.string()),
-        ("date", pa.timestamp("us", tz="UTC")),
-        ("source", pa.string()),
-        ("html", pa.large_binary()),
-        ("charset", pa.string()),
-    ]
-)
 
 #: Reasons that are problems with the input (their file#offset goes into the report's examples).
 #: extract reasons that are decisions, not errors (no error sample is kept for them)
@@ -53,10 +45,14 @@ _ERROR_REASONS = {"corrupt_record", "truncated", "not_warc", "content_encoding",
 
 
 class ReadParams(StageParams):
-    slice_mb: float = Field(default=16, gt=0, description="compressed MiB of WARC per partition")
+    slice_mb: float = Field(
+        default=16,
+        gt=0,
+        description="compressed MiB per partition (WARC, uncompressed JSONL, Parquet row groups)",
+    )
     max_files: int | None = Field(default=None, ge=1, description="read at most this many files")
     max_records_per_file: int | None = Field(
-        default=None, ge=1, description="at most this many response records per file (sampling)"
+        default=None, ge=1, description="at most this many records per file (sampling)"
     )
     max_page_mb: float = Field(default=8, gt=0, description="larger HTTP bodies are dropped")
     commoncrawl_base_url: str = COMMONCRAWL_BASE_URL
@@ -65,22 +61,100 @@ class ReadParams(StageParams):
         gt=0,
         description="seconds an http(s) server may stay silent before a read fails",
     )
+    format: Literal["auto", "warc", "jsonl", "parquet"] = Field(
+        default="auto",
+        description="auto: by file suffix (.warc.gz / .jsonl[.gz|.zst] / .json.gz / .parquet)",
+    )
+    # text inputs (JSONL, Parquet): which fields hold what; checked against the first file
+    text_field: str = Field(default="text", min_length=1)
+    id_field: str = Field(
+        default="id", min_length=1, description="absent: an id from the file and the position"
+    )
+    url_field: str = Field(default="url", min_length=1)
+    date_field: str = Field(default="date", min_length=1)
+    metadata_fields: list[str] | Literal["all"] = Field(
+        default="all",
+        description="other fields carried to the output as columns: all, or a list ([] = none)",
+    )
+
+
+TEXT_FORMATS = ("jsonl", "parquet")
 
 
 class ReadWarc(SourceStage):
-    """WARC files (local, https, s3; WARC/1.x and 0.17/0.18) to HTML pages, one row per page."""
+    """Input files to rows: WARC files (local, https, s3; WARC/1.x and 0.17/0.18) to HTML pages
+    for ``extract``, or text files (JSON Lines, Parquet; local, https, s3, hf://datasets) straight
+    to documents. The format is chosen by file suffix, or by ``format:``."""
 
     name = "read"
     Params = ReadParams
 
+    def __init__(self, params: StageParams | None = None):
+        super().__init__(params)
+        self._fields: TextFields | None = None
+
+    def declared_output(self) -> str | None:
+        """``documents`` or ``pages`` when ``format:`` says which; None when inputs decide."""
+        fmt = self.params.format
+        return None if fmt == "auto" else ("documents" if fmt in TEXT_FORMATS else "pages")
+
+    def output_kind(self, inputs: list[InputFile]) -> str:
+        """``documents`` (text inputs: no extraction) or ``pages`` (WARC: HTML for extract)."""
+        formats = {self._format(f.url) for f in inputs}
+        return "documents" if formats & set(TEXT_FORMATS) else "pages"
+
+    def _format(self, url: str) -> str:
+        if self.params.format != "auto":
+            return self.params.format
+        return input_format(url) or "warc"
+
     def resolve_inputs(self, patterns: list[str]) -> list[InputFile]:
         p = self.params
-        return expand_inputs(
+        files = expand_inputs(
             patterns,
             max_files=p.max_files,
             commoncrawl_base_url=p.commoncrawl_base_url,
             timeout=p.http_timeout,
         )
+        by_kind: dict[str, str] = {}
+        for f in files:
+            by_kind.setdefault("text" if self._format(f.url) in TEXT_FORMATS else "warc", f.url)
+        if len(by_kind) > 1:
+            raise InputError(
+                f"inputs mix WARC files ({by_kind['warc']}) and text files ({by_kind['text']}): "
+                f"WARC needs 'extract', text must not have it; run them as two pipelines"
+            )
+        formats = {self._format(f.url) for f in files}
+        if len(formats & set(TEXT_FORMATS)) > 1:
+            raise InputError(
+                "inputs mix JSONL and Parquet files: their metadata columns would differ; "
+                "run them as two pipelines (or convert one)"
+            )
+        if "text" in by_kind:
+            self._fields = self._resolve_fields(files)
+        return files
+
+    def _resolve_fields(self, inputs: list[InputFile]) -> TextFields:
+        """The field mapping, checked against the first input that can be read."""
+        p = self.params
+        for f in inputs:
+            if f.error:
+                continue
+            try:
+                return resolve_fields(
+                    f.url,
+                    self._format(f.url),
+                    text_field=p.text_field,
+                    id_field=p.id_field,
+                    url_field=p.url_field,
+                    date_field=p.date_field,
+                    metadata_fields=p.metadata_fields,
+                    explicit=set(p.model_fields_set),
+                )
+            except InputError:
+                continue  # a file that does not open is counted when read; try the next
+        # nothing can be read: every part will count its file as unreadable; no metadata
+        return TextFields(text=p.text_field)
 
     def plan(self, inputs: list[InputFile]) -> list[Partition]:
         slice_bytes = max(1, int(self.params.slice_mb * MiB))
@@ -88,16 +162,30 @@ class ReadWarc(SourceStage):
         # part ids sort as strings in input order, then slice order (the order later stages
         # read documents in): the numbers are zero-padded to the widest of the run
         width = max(5, len(str(len(inputs) - 1)))
+        max_records = self.params.max_records_per_file
+        fields = None
         for i, f in enumerate(inputs):
-            slices = plan_slices(f.url, f.size, slice_bytes, self.params.max_records_per_file)
+            fmt = self._format(f.url)
+            if fmt in TEXT_FORMATS:
+                if fields is None:
+                    fields = self._fields or self._resolve_fields(inputs)
+                    self._fields = fields
+                if f.error:  # not read: one placeholder part keeps the other parts' ids
+                    slices: list = [TextSlice(f.url, fmt, fields)]
+                else:
+                    slices = plan_text_slices(f.url, fmt, f.size, slice_bytes, fields, max_records)
+            else:
+                slices = plan_slices(f.url, f.size, slice_bytes, max_records)
             k_width = max(4, len(str(len(slices) - 1)))
             for k, sl in enumerate(slices):
-                hint = None if sl.end is None else sl.end - sl.start
+                hint = None if sl.end is None or fmt == "parquet" else sl.end - sl.start
                 part_id = f"{i:0{width}d}-{k:0{k_width}d}"
                 parts.append(Partition(id=part_id, spec=sl, size_hint=hint))
         return parts
 
     def read(self, partition: Partition) -> StageResult:
+        if isinstance(partition.spec, TextSlice):
+            return self._read_text(partition.spec)
         t0, c0 = time.perf_counter(), time.process_time()
         stats = StageStats(name=self.name, parts=1)
         cols: dict[str, list] = {n: [] for n in PAGE_SCHEMA.names}
@@ -145,6 +233,53 @@ class ReadWarc(SourceStage):
         stats.seconds = time.perf_counter() - t0
         stats.cpu_seconds = time.process_time() - c0
         return StageResult(table, log_table, stats)
+
+    def _read_text(self, sl: TextSlice) -> StageResult:
+        t0, c0 = time.perf_counter(), time.process_time()
+        batch = read_text_slice(sl)
+        table = batch.table
+        stats = StageStats(name=self.name, parts=1)
+        stats.docs_in = table.num_rows + len(batch.problems)
+        stats.docs_out = table.num_rows
+        stats.bytes_in = batch.bytes_in
+        stats.bytes_out = text_bytes(table)
+        stats.counters.update(batch.counters)
+        stats.counters["records"] += stats.docs_in
+        for reason, source, detail in batch.problems:
+            stats.drop(reason)
+            if reason in TEXT_ERROR_REASONS:
+                stats.error(reason, source, detail)
+        n_bad = len(batch.problems)
+        log = pa.table(
+            {
+                "id": pa.concat_arrays(
+                    [table["id"].combine_chunks(), pa.nulls(n_bad, pa.string())]
+                ),
+                "url": pa.concat_arrays(
+                    [table["url"].combine_chunks(), pa.nulls(n_bad, pa.string())]
+                ),
+                "kept": pa.array([True] * table.num_rows + [False] * n_bad, pa.bool_()),
+                "reason": pa.array(
+                    [None] * table.num_rows + [p[0] for p in batch.problems], pa.string()
+                ),
+                "detail": pa.array(
+                    [None] * table.num_rows + [p[2] for p in batch.problems], pa.string()
+                ),
+                "source": pa.concat_arrays(
+                    [
+                        table["source"].combine_chunks(),
+                        pa.array([p[1] for p in batch.problems], pa.string()),
+                    ]
+                ),
+            }
+        )
+        stats.seconds = time.perf_counter() - t0
+        stats.cpu_seconds = time.process_time() - c0
+        return StageResult(table, log, stats)
+
+
+#: The registry's name for the one reader of every input format.
+Read = ReadWarc
 
 
 class Extract(MapStage):

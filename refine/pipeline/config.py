@@ -149,7 +149,26 @@ def build_stages(entries: list[Any]) -> list[Stage]:
             raise ConfigError(
                 f"stages[{i}]: {s.name!r} reads input and can only be the first stage"
             )
+    declared = getattr(stages[0], "declared_output", None)
+    check_source_chain(stages, declared() if declared else None)
     return stages
+
+
+def check_source_chain(stages: list[Stage], produces: str | None) -> None:
+    """What follows the source must fit what it gives: ``extract`` turns HTML pages into text,
+    so it belongs after WARC input and never after text input (JSONL, Parquet, hf://)."""
+    if produces == "documents":
+        for i, s in enumerate(stages[1:], start=1):
+            if s.name == "extract":
+                raise ConfigError(
+                    f"stages[{i}]: 'extract' turns HTML pages into text, but the input is text "
+                    f"already (JSONL / Parquet): remove 'extract' from the stages"
+                )
+    elif produces == "pages" and len(stages) > 1 and stages[1].name != "extract":
+        raise ConfigError(
+            f"stages[1]: {stages[1].name!r} needs text, but WARC input gives HTML pages: "
+            f"put 'extract' right after 'read'"
+        )
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> PipelineConfig:

@@ -1,12 +1,13 @@
 """Resolve ``--input`` values into a sorted, de-duplicated list of files with their sizes.
 
-Accepted: local files, directories and globs; ``https://`` and ``s3://`` URLs (globs too, where
-the filesystem can list); a Common Crawl crawl id such as ``CC-MAIN-2024-10``, expanded through
-that crawl's ``warc.paths.gz``. Everything is resolved on the driver before any work starts, so a
-typo (a missing local file, a URL the server says does not exist) fails in a second, not after
-hours. A remote input that cannot be reached in time (a silent server, a refused connection, a
-5xx) is not a typo: it comes back with ``error`` set, the run reads the others and reports it,
-and a re-run tries it again (when no input at all can be reached, that is an error before work).
+Accepted: local files, directories and globs; ``https://``, ``s3://`` and ``hf://datasets/...``
+URLs (globs and folders too, where the filesystem can list); a Common Crawl crawl id such as
+``CC-MAIN-2024-10``, expanded through that crawl's ``warc.paths.gz``. Everything is resolved on
+the driver before any work starts, so a typo (a missing local file, a URL the server says does
+not exist) fails in a second, not after hours. A remote input that cannot be reached in time (a
+silent server, a refused connection, a 5xx) is not a typo: it comes back with ``error`` set, the
+run reads the others and reports it, and a re-run tries it again (when no input at all can be
+reached, that is an error before work).
 """
 
 from __future__ import annotations
@@ -26,6 +27,33 @@ from refine.errors import InputError
 CRAWL_ID = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
 COMMONCRAWL_BASE_URL = "https://data.commoncrawl.org/"
 WARC_SUFFIXES = (".warc", ".warc.gz", ".arc.gz")
+#: Text inputs (documents already extracted), as datatrove, dolma and the Hub's datasets write them.
+JSONL_SUFFIXES = (
+    ".jsonl",
+    ".jsonl.gz",
+    ".jsonl.zst",
+    ".jsonl.zstd",
+    ".json.gz",
+    ".json.zst",
+    ".ndjson",
+    ".ndjson.gz",
+)
+PARQUET_SUFFIXES = (".parquet",)
+INPUT_SUFFIXES = WARC_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES
+
+
+def input_format(url: str) -> str | None:
+    """``warc``, ``jsonl`` or ``parquet`` by the file name's suffix; None when it says nothing."""
+    name = url.split("?", 1)[0].lower()
+    if name.endswith(WARC_SUFFIXES):
+        return "warc"
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    return None
+
+
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -88,10 +116,48 @@ def crawl_paths(
 
 def _expand_one(pattern: str) -> list[str]:
     if _is_url(pattern):
+        if pattern.startswith("http"):
+            return [pattern]
         fs, _ = fsspec.core.url_to_fs(pattern)
-        if _GLOB_CHARS.search(pattern.split("://", 1)[1]) and not pattern.startswith("http"):
-            protocol = pattern.split("://", 1)[0]
-            return sorted(f"{protocol}://{p}" for p in fs.glob(pattern))
+        protocol, rest = pattern.split("://", 1)
+        is_glob = bool(_GLOB_CHARS.search(rest))
+        # hf:// file or folder: resolve its repository and revision now, so that a typo, a private
+        # repository without HF_TOKEN or a refused token is the user's mistake (InputError), not an
+        # input that "cannot be reached" later (HfFileSystem.info hides why behind a
+        # FileNotFoundError); when the Hub itself cannot be reached, _probe says so as for any URL
+        checking = protocol == "hf" and not is_glob
+        try:
+            if checking:
+                fs.resolve_path(pattern)
+                checking = False
+            if is_glob:
+                # HfFileSystem names come back as "datasets/ORG/NAME@REVISION/path", the revision
+                # spelled as in the pattern (@v1, @refs/convert/parquet, @my%2Fbranch), so each URL
+                # reads the revision asked for
+                return sorted(f"{protocol}://{p}" for p in fs.glob(pattern))
+            if input_format(pattern) is None and fs.isdir(pattern):
+                # a folder of a bucket or of a dataset repository: its files of known formats
+                found = fs.find(pattern)
+                return sorted(f"{protocol}://{p}" for p in found if input_format(p) is not None)
+        except Exception as e:  # noqa: BLE001 - sorted below: the user's mistake or re-raised
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            refused = isinstance(status, int) and 400 <= status < 500
+            if isinstance(e, FileNotFoundError | PermissionError) or (
+                refused and status not in _TRANSIENT_STATUS
+            ):
+                lines = str(e).strip().splitlines()
+                why = getattr(e, "server_message", None) or (
+                    lines[0] if lines else type(e).__name__
+                )
+                if why.startswith(rest):  # HfFileSystem: "datasets/O/N@R/x (revision not found)"
+                    why = why[len(rest) :].strip(" ()") or "not found"
+                if refused:
+                    why = f"HTTP {status} {why}"
+                if protocol == "hf" and "repository not found" in why.lower():
+                    why += " (or private or gated: set HF_TOKEN)"
+                raise InputError(f"input {pattern!r}: {why}") from None
+            if not checking:
+                raise
         return [pattern]
     path = os.path.expanduser(pattern)
     if os.path.isdir(path):
@@ -99,7 +165,7 @@ def _expand_one(pattern: str) -> list[str]:
             os.path.join(root, f)
             for root, _, files in os.walk(path)
             for f in files
-            if f.endswith(WARC_SUFFIXES)
+            if input_format(f) is not None
         )
         return [os.path.abspath(f) for f in found]
     if _GLOB_CHARS.search(path):

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 import refine
 from refine.errors import RefineError, RunIncomplete
-from refine.pipeline.config import PipelineConfig, build_stages
+from refine.pipeline.config import PipelineConfig, build_stages, check_source_chain
 from refine.pipeline.inputs import InputFile
 from refine.pipeline.memory import release_memory, releasing
 from refine.pipeline.stage import FilterStage, GlobalContext, Partition, Stage
@@ -301,6 +301,9 @@ class Runner:
         for stage in stages:
             stage.check()
         inputs = stages[0].resolve_inputs(config.input)
+        output_kind = getattr(stages[0], "output_kind", None)
+        if output_kind is not None:
+            check_source_chain(stages, output_kind(inputs))
         OutputLayout(config.output).prepare()  # writable, no links out of it: before the cluster
         return cls(config, inputs, **kwargs)
 

@@ -1,0 +1,783 @@
+"""Read documents that are already text: JSON Lines and Parquet, local or remote.
+
+A text input skips extraction: each record becomes one row of the documents schema (``id``,
+``url``, ``date``, ``text``, ``source``) plus the record's other fields as metadata columns.
+
+Work is split so that one big file spreads over every worker, like WARC slices:
+- an uncompressed JSONL file is cut into byte ranges; a range owns the lines that *start* in it
+  (a reader of range k skips to the first line start at or after its start), so every line is
+  read exactly once whatever the slice size;
+- a Parquet file is cut into runs of row groups of about ``slice_bytes`` compressed bytes;
+- a compressed JSONL file (gzip, zstd) cannot be entered in the middle: it is one part.
+
+Positions are stable whatever the slicing: a JSONL record's position is the byte offset of its
+line in the decompressed file, a Parquet record's is its row number in the file. ``source`` is
+``file#position`` and, when the input has no id field, the id is made from the file and the
+position, so a re-run (at any slice size, on any number of workers) gives the same ids.
+
+Bad input never stops a run: a line that is not a JSON object, a record without text or with a
+text that is not a string, invalid UTF-8, a truncated gzip/zstd stream, a Parquet file or row
+group that cannot be read each become one dropped record with a reason and its ``file#position``
+(``file#row_group=K`` for a row group), and reading goes on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+
+from refine.errors import ConfigError, InputError
+
+__all__ = [
+    "CORE_COLUMNS",
+    "TEXT_REASONS",
+    "TextFields",
+    "TextSlice",
+    "plan_text_slices",
+    "read_text_slice",
+    "resolve_fields",
+]
+
+#: Columns refine itself gives every document; a carried field of the same name (or one starting
+#: with ``_``, refine's scratch prefix) is renamed ``meta_<name>``.
+CORE_COLUMNS = ("id", "url", "date", "text", "source")
+
+#: Why a text-input record is dropped by ``read``.
+TEXT_REASONS = (
+    "not_json",  # the line does not parse as a JSON object
+    "invalid_utf8",  # the line (or a Parquet text value) is not valid UTF-8
+    "missing_text",  # no text field, or null
+    "text_not_string",  # the text field holds a number, a list, an object...
+    "empty_text",  # only white space
+    "truncated",  # the gzip/zstd stream ends early (the records before it are kept)
+    "unreadable_file",  # the file (or its compressed stream) cannot be opened or read
+    "corrupt_row_group",  # a Parquet row group that does not decode
+)
+#: Reasons that are problems with the input: their location goes into the report's examples.
+ERROR_REASONS = frozenset(TEXT_REASONS) - {"empty_text"}
+
+_CHUNK = 8 << 20  # bytes of (decompressed) JSONL parsed per batch
+_SAMPLE_RECORDS = 1000  # records of the first file that decide the metadata columns' types
+
+
+@dataclass(frozen=True)
+class TextFields:
+    """Which input fields become which columns; resolved on the driver from the first file.
+
+    ``metadata`` pairs a source field with the column it is carried into; ``metadata_schema``
+    holds those columns' types (the first file's), so every part has the same schema.
+    """
+
+    text: str = "text"
+    id: str | None = None  # None: an id from the file and the record's position
+    url: str | None = None
+    date: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    metadata_schema: pa.Schema = field(default_factory=lambda: pa.schema([]))
+
+    @property
+    def wanted(self) -> list[str]:
+        """The source fields read from each record."""
+        names = [self.text, self.id, self.url, self.date, *(src for src, _ in self.metadata)]
+        return list(dict.fromkeys(n for n in names if n))
+
+
+@dataclass(frozen=True)
+class TextSlice:
+    """One part of one text file.
+
+    JSONL: the lines that start in the byte range [start, end) (end None: to the end).
+    Parquet: row groups [start, end) (end None: all of them), the first being row ``first_row``.
+    """
+
+    url: str
+    format: str  # "jsonl" | "parquet"
+    fields: TextFields
+    start: int = 0
+    end: int | None = None
+    first_row: int = 0
+    max_records: int | None = None
+
+
+def compression(url: str) -> str | None:
+    name = url.split("?", 1)[0].lower()
+    if name.endswith(".gz"):
+        return "gzip"
+    if name.endswith((".zst", ".zstd")):
+        return "zstd"
+    return None
+
+
+def output_name(field_name: str) -> str:
+    """The column a carried field becomes: its own name unless refine uses that name."""
+    if field_name in CORE_COLUMNS or field_name.startswith("_"):
+        return f"meta_{field_name}"
+    return field_name
+
+
+# -- planning (driver) ---------------------------------------------------------------------------
+
+
+def plan_text_slices(
+    url: str,
+    fmt: str,
+    size: int | None,
+    slice_bytes: int,
+    fields: TextFields,
+    max_records: int | None = None,
+) -> list[TextSlice]:
+    """Split one text file into parts of about ``slice_bytes`` (see the module docstring)."""
+    one = [TextSlice(url, fmt, fields, max_records=max_records)]
+    if max_records is not None or size is None or size <= slice_bytes:
+        return one
+    if fmt == "jsonl":
+        if compression(url) is not None:
+            return one
+        n = math.ceil(size / slice_bytes)
+        return [
+            TextSlice(
+                url, fmt, fields, i * slice_bytes, (i + 1) * slice_bytes if i < n - 1 else None
+            )
+            for i in range(n)
+        ]
+    try:
+        meta = _parquet_file(url).metadata
+    except Exception:  # noqa: BLE001 - the part that reads it reports why it does not open
+        return one
+    slices: list[TextSlice] = []
+    first_group = first_row = rows = 0
+    group_bytes = 0
+    for g in range(meta.num_row_groups):
+        rg = meta.row_group(g)
+        group_bytes += sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
+        rows += rg.num_rows
+        if group_bytes >= slice_bytes or g == meta.num_row_groups - 1:
+            end = g + 1 if g < meta.num_row_groups - 1 else None
+            slices.append(TextSlice(url, fmt, fields, first_group, end, first_row))
+            first_group, first_row, group_bytes = g + 1, rows, 0
+    return slices or one
+
+
+def resolve_fields(
+    url: str,
+    fmt: str,
+    *,
+    text_field: str,
+    id_field: str,
+    url_field: str,
+    date_field: str,
+    metadata_fields: list[str] | str,
+    explicit: set[str],
+) -> TextFields:
+    """Check the field mapping against the first file and fix the metadata columns' types.
+
+    A field named explicitly in the config (or the text field) that the file lacks raises
+    ``ConfigError`` naming the file and the field. The default id/url/date fields are used
+    when the file has them."""
+    available = _sample_schema(url, fmt)
+
+    def pick(param: str, name: str) -> str | None:
+        if name in available.names:
+            return name
+        if param in explicit:
+            raise ConfigError(
+                f"input {url}: field {name!r} ({param}) not found; its fields are: "
+                f"{', '.join(available.names) or '(none)'}"
+            )
+        return None
+
+    if text_field not in available.names:
+        raise ConfigError(
+            f"input {url}: field {text_field!r} (text_field) not found; its fields are: "
+            f"{', '.join(available.names) or '(none)'}"
+        )
+    mapped = {
+        "id": pick("id_field", id_field),
+        "url": pick("url_field", url_field),
+        "date": pick("date_field", date_field),
+    }
+    taken = {text_field, *(v for v in mapped.values() if v)}
+    if metadata_fields == "all":
+        carried = [n for n in available.names if n not in taken]
+    else:
+        carried = [n for n in metadata_fields if n not in taken]
+        for name in carried:
+            if name not in available.names:
+                raise ConfigError(
+                    f"input {url}: field {name!r} (metadata_fields) not found; its fields are: "
+                    f"{', '.join(available.names)}"
+                )
+    pairs = tuple((n, output_name(n)) for n in carried)
+    schema = pa.schema([(out, available.field(src).type) for src, out in pairs])
+    return TextFields(text_field, mapped["id"], mapped["url"], mapped["date"], pairs, schema)
+
+
+def _sample_schema(url: str, fmt: str) -> pa.Schema:
+    """The fields of a file and their Arrow types: Parquet's schema, or inferred from the
+    first records of a JSONL file (a field null in all of them, or of mixed types, is a string:
+    other values are carried as their JSON text)."""
+    if fmt == "parquet":
+        try:
+            return _parquet_file(url).schema_arrow
+        except Exception as e:  # noqa: BLE001 - pyarrow, fsspec and HTTP errors all end here
+            raise InputError(f"input {url}: cannot read it as Parquet: {e}") from None
+    values: dict[str, list] = {}
+    seen = 0
+    try:
+        for _, line in _iter_lines(url, 0, None):
+            if seen >= _SAMPLE_RECORDS:
+                break
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(rec, dict):
+                continue
+            for k in values.keys() - rec.keys():
+                values[k].append(None)
+            for k, v in rec.items():
+                values.setdefault(k, [None] * seen).append(v)
+            seen += 1
+    except _StreamError as e:
+        if not seen:  # the part that reads it reports the damage
+            raise InputError(f"input {url}: cannot read it: {e.detail}") from None
+    except OSError as e:
+        raise InputError(f"input {url}: cannot read it: {e}") from None
+    if not seen:
+        raise InputError(f"input {url}: no JSON record to learn its fields from")
+    fields = []
+    for name, vals in values.items():
+        try:
+            t = pa.array(vals).type
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            t = pa.string()
+        if pa.types.is_null(t):
+            t = pa.string()
+        fields.append((name, t))
+    return pa.schema(fields)
+
+
+def _parquet_file(url: str) -> pq.ParquetFile:
+    if "://" not in url:
+        return pq.ParquetFile(url)
+    from refine.pipeline.inputs import open_url
+
+    return pq.ParquetFile(open_url(url).open())
+
+
+# -- reading (worker) ----------------------------------------------------------------------------
+
+
+class _StreamError(Exception):
+    def __init__(self, reason: str, offset: int, detail: str):
+        super().__init__(detail)
+        self.reason, self.offset, self.detail = reason, offset, detail
+
+
+@dataclass
+class TextBatch:
+    """What one part read: the documents, and one row per dropped record."""
+
+    table: pa.Table
+    problems: list[tuple[str, str, str | None]]  # (reason, source, detail)
+    positions: int  # records seen (kept + dropped)
+    bytes_in: int  # bytes of input records (decompressed lines; Parquet: text bytes)
+    counters: dict[str, int]
+
+
+def read_text_slice(sl: TextSlice) -> TextBatch:
+    if sl.format == "jsonl":
+        return _read_jsonl(sl)
+    if sl.format == "parquet":
+        return _read_parquet(sl)
+    raise ValueError(f"{sl.url}: unknown text format {sl.format!r}")
+
+
+class _Columns:
+    """Columns of kept records, built batch by batch into the documents schema."""
+
+    def __init__(self, sl: TextSlice):
+        self.sl = sl
+        self.f = sl.fields
+        self.tables: list[pa.Table] = []
+        self.problems: list[tuple[str, str, str | None]] = []
+        self.counters: dict[str, int] = {}
+        self.file_key = xxhash.xxh3_64_hexdigest(sl.url.encode("utf-8"))
+
+    def count(self, name: str, n: int = 1) -> None:
+        if n:
+            self.counters[name] = self.counters.get(name, 0) + n
+
+    def problem(self, reason: str, position: int | str, detail: str | None) -> None:
+        self.problems.append((reason, f"{self.sl.url}#{position}", detail))
+
+    def add(
+        self,
+        positions: list[int],
+        texts: pa.Array,
+        ids: pa.Array | None,
+        urls: pa.Array | None,
+        dates: pa.Array | None,
+        metadata: dict[str, pa.Array],
+    ) -> None:
+        n = len(positions)
+        if n == 0:
+            return
+        url = self.sl.url
+        if ids is None:
+            key = self.file_key
+            ids = pa.array([f"{key}-{p:012d}" for p in positions], pa.string())
+        sources = pa.array([f"{url}#{p}" for p in positions], pa.string())
+        cols: dict[str, Any] = {
+            "id": ids,
+            "url": urls if urls is not None else pa.nulls(n, pa.string()),
+            "date": self._dates(dates, n),
+            "text": texts,
+            "source": sources,
+        }
+        for _, out in self.f.metadata:
+            cols[out] = metadata[out]
+        self.tables.append(pa.table(cols, schema=self.schema))
+
+    @property
+    def schema(self) -> pa.Schema:
+        from refine.extract.schema import DOC_SCHEMA
+
+        return pa.schema(list(DOC_SCHEMA) + list(self.f.metadata_schema))
+
+    def _dates(self, dates: pa.Array | None, n: int) -> pa.Array:
+        target = pa.timestamp("us", tz="UTC")
+        if dates is None:
+            return pa.nulls(n, target)
+        if pa.types.is_timestamp(dates.type):
+            if dates.type.tz is None:
+                return pc.assume_timezone(dates, "UTC").cast(target)
+            return dates.cast(target)
+        if pa.types.is_date(dates.type):
+            return dates.cast(pa.timestamp("us")).cast(target)
+        if not pa.types.is_string(dates.type) and not pa.types.is_large_string(dates.type):
+            self.count("date_unparsed", n - dates.null_count)
+            return pa.nulls(n, target)
+        try:
+            return dates.cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        from datetime import UTC, datetime
+
+        out = []
+        for s in dates.to_pylist():
+            d = None
+            if s:
+                try:
+                    d = datetime.fromisoformat(s.strip())
+                    d = d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
+                except ValueError:
+                    self.count("date_unparsed")
+            out.append(d)
+        return pa.array(out, target)
+
+    def finish(self, positions: int, bytes_in: int) -> TextBatch:
+        table = pa.concat_tables(self.tables) if self.tables else self.schema.empty_table()
+        return TextBatch(table, self.problems, positions, bytes_in, self.counters)
+
+
+def _to_array(values: list, t: pa.DataType, cols: _Columns) -> pa.Array:
+    """``values`` as an Arrow array of type ``t``; a value that does not fit is null (counted as
+    ``metadata_mismatch``), except in a string column, which takes other values' JSON text."""
+    try:
+        return pa.array(values, t)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError, ValueError):
+        pass
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pa.array(
+            [v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values],
+            t,
+        )
+    out = []
+    for v in values:
+        try:
+            pa.array([v], t)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError, ValueError):
+            cols.count("metadata_mismatch")
+            v = None
+        out.append(v)
+    return pa.array(out, t)
+
+
+def _str_or_none(values: list) -> list:
+    return [v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values]
+
+
+def _read_jsonl(sl: TextSlice) -> TextBatch:
+    cols = _Columns(sl)
+    f = sl.fields
+    text_key, id_key, url_key, date_key = f.text, f.id, f.url, f.date
+    meta = [(src, out, f.metadata_schema.field(out).type) for src, out in f.metadata]
+    seen = 0
+    bytes_in = 0
+    limit = sl.max_records
+    loads = orjson.loads
+    JSONDecodeError = orjson.JSONDecodeError
+    try:
+        for base, block in _iter_blocks(sl.url, sl.start, sl.end):
+            bytes_in += len(block)
+            positions: list[int] = []
+            texts: list[str] = []
+            ids: list = []
+            urls: list = []
+            dates: list = []
+            metas: list[list] = [[] for _ in meta]
+            for off, line in _split_lines(base, block):
+                if limit is not None and seen >= limit:
+                    break
+                seen += 1
+                try:
+                    rec = loads(line)
+                except JSONDecodeError as e:
+                    reason = "invalid_utf8" if _bad_utf8(line) else "not_json"
+                    cols.problem(reason, off, f"line is not JSON: {e}")
+                    continue
+                if type(rec) is not dict:
+                    cols.problem("not_json", off, f"line is a JSON {type(rec).__name__}")
+                    continue
+                text = rec.get(text_key)
+                if type(text) is not str:
+                    if text is None:
+                        cols.problem("missing_text", off, f"no {text_key!r} field (or null)")
+                    else:
+                        what = type(text).__name__
+                        cols.problem("text_not_string", off, f"{text_key!r} is a {what}")
+                    continue
+                if not text or text.isspace():
+                    cols.problem("empty_text", off, None)
+                    continue
+                positions.append(off)
+                texts.append(text)
+                if id_key is not None:
+                    ids.append(rec.get(id_key))
+                if url_key is not None:
+                    urls.append(rec.get(url_key))
+                if date_key is not None:
+                    dates.append(rec.get(date_key))
+                for k, (src, _, _) in enumerate(meta):
+                    metas[k].append(rec.get(src))
+            if positions:
+                cols.add(
+                    positions,
+                    pa.array(texts, pa.large_string()),
+                    _ids(ids, positions, cols) if id_key is not None else None,
+                    pa.array(_str_or_none(urls), pa.string()) if url_key is not None else None,
+                    _dates_array(dates) if date_key is not None else None,
+                    {out: _to_array(metas[k], t, cols) for k, (_, out, t) in enumerate(meta)},
+                )
+            if limit is not None and seen >= limit:
+                break
+    except _StreamError as e:
+        seen += 1
+        cols.problem(e.reason, e.offset, e.detail)
+    return cols.finish(seen, bytes_in)
+
+
+def _ids(ids: list, positions: list[int], cols: _Columns) -> pa.Array:
+    """The id field as strings; a record without one gets the position id (counted)."""
+    out = []
+    for v, p in zip(ids, positions, strict=True):
+        if v is None:
+            cols.count("id_missing")
+            v = f"{cols.file_key}-{p:012d}"
+        elif type(v) is not str:
+            v = str(v) if isinstance(v, int | float) else orjson.dumps(v).decode()
+        out.append(v)
+    return pa.array(out, pa.string())
+
+
+def _dates_array(values: list) -> pa.Array:
+    if all(v is None or type(v) is str for v in values):
+        return pa.array(values, pa.string())
+    return pa.array([v if type(v) is str else None for v in values], pa.string())
+
+
+def _bad_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _split_lines(base: int, block: bytes) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) for each non-blank line of a block of whole lines starting at ``base``."""
+    arr = np.frombuffer(block, np.uint8)
+    ends = np.flatnonzero(arr == 10)
+    if len(block) and block[-1] != 10:
+        ends = np.append(ends, len(block))
+    start = 0
+    for end in ends.tolist():
+        line = block[start:end]
+        if line.strip():
+            yield base + start, line
+        start = end + 1
+
+
+def _iter_blocks(url: str, start: int, end: int | None) -> Iterator[tuple[int, bytes]]:
+    """Blocks of whole lines (offset of the block, bytes) for the lines starting in [start, end)."""
+    base: int | None = None
+    tail = b""
+    for pos, chunk in _iter_chunks(url, start):
+        if base is None:
+            base = pos
+        if end is not None and base >= end:
+            return
+        data = tail + chunk if tail else chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            tail = data
+            continue
+        block, tail = data[:cut], data[cut:]
+        if end is not None and base + len(block) > end:
+            # the lines starting before end: up to the end of the line holding byte end - 1
+            keep = block.find(b"\n", end - base - 1) + 1
+            yield base, block[:keep]
+            return
+        yield base, block
+        base += len(block)
+    if tail and base is not None and (end is None or base < end):
+        yield base, tail
+
+
+def _iter_chunks(url: str, start: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, bytes) of the decompressed file from the first line start at or after
+    ``start``. Raises ``_StreamError`` for a stream that ends early or cannot be decoded."""
+    from refine.pipeline.inputs import open_url
+
+    comp = compression(url)
+    try:
+        raw = open_url(url).open()
+    except Exception as e:  # noqa: BLE001 - fsspec, HTTP, S3 errors all end here
+        raise _StreamError("unreadable_file", 0, f"cannot open: {e!r}") from None
+    pos = 0
+    try:
+        if comp == "gzip":
+            stream: Any = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif comp == "zstd":
+            stream = _ZstdStream(raw)
+        else:
+            stream = raw
+            if start > 0:
+                raw.seek(start - 1)
+                prev = raw.read(1)
+                pos = start
+                if prev != b"\n":  # start is inside a line: it belongs to the previous part
+                    while True:
+                        chunk = raw.read(1 << 16)
+                        if not chunk:
+                            return
+                        i = chunk.find(b"\n")
+                        if i >= 0:
+                            pos += i + 1
+                            raw.seek(pos)
+                            break
+                        pos += len(chunk)
+        read = getattr(stream, "read1", None) or stream.read
+        while True:
+            try:
+                chunk = _read_up_to(read, _CHUNK)
+            except _PartialRead as e:
+                yield pos, e.data
+                raise _stream_error(e.error, comp, pos + len(e.data)) from None
+            except Exception as e:  # noqa: BLE001 - see _stream_error
+                raise _stream_error(e, comp, pos) from None
+            if not chunk:
+                return
+            yield pos, chunk
+            pos += len(chunk)
+    finally:
+        raw.close()
+
+
+def _stream_error(e: BaseException, comp: str | None, pos: int) -> _StreamError:
+    """What a failed read means: a compressed stream that ends early is ``truncated``; anything
+    else (corrupt data; a gzip, zstandard, fsspec or HTTP error) is ``unreadable_file``."""
+    if isinstance(e, EOFError):
+        return _StreamError("truncated", pos, f"compressed stream ends early: {e}")
+    if comp is None:
+        return _StreamError("unreadable_file", pos, f"read failed: {e!r}")
+    return _StreamError("unreadable_file", pos, f"cannot decompress: {type(e).__name__}: {e}")
+
+
+class _PartialRead(Exception):
+    def __init__(self, data: bytes, error: BaseException):
+        self.data, self.error = data, error
+
+
+def _read_up_to(read: Any, n: int) -> bytes:
+    """About n bytes from ``read`` (a ``read1``: each call may return less). When a call fails,
+    ``_PartialRead`` carries the bytes read before it, so a damaged stream keeps its sound start
+    (``BufferedReader.read(n)`` would drop them with the exception)."""
+    parts: list[bytes] = []
+    have = 0
+    while have < n:
+        try:
+            b = read(n - have)
+        except Exception as e:  # noqa: BLE001 - re-raised by the caller, after the good bytes
+            if not parts:
+                raise
+            raise _PartialRead(b"".join(parts), e) from None
+        if not b:
+            break
+        parts.append(b)
+        have += len(b)
+    return b"".join(parts)
+
+
+class _ZstdStream:
+    """Decompressed bytes of a zstd file of one or more frames. zstandard's own stream reader
+    ends silently at a cut-off frame; here a stream that ends inside a frame is ``EOFError``."""
+
+    def __init__(self, raw: Any):
+        import zstandard
+
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._d = self._dctx.decompressobj()
+        self._pending = b""
+        self._in_frame = False
+
+    def read(self, n: int) -> bytes:
+        while True:
+            comp, self._pending = self._pending or self._raw.read(1 << 20), b""
+            if not comp:
+                if self._in_frame:
+                    raise EOFError("zstd stream ends inside a frame")
+                return b""
+            self._in_frame = True
+            out = self._d.decompress(comp)
+            if self._d.eof:
+                self._pending = self._d.unused_data
+                self._d = self._dctx.decompressobj()
+                self._in_frame = False
+            if out:
+                return out
+
+
+def _iter_lines(url: str, start: int, end: int | None) -> Iterator[tuple[int, bytes]]:
+    for base, block in _iter_blocks(url, start, end):
+        yield from _split_lines(base, block)
+
+
+def _read_parquet(sl: TextSlice) -> TextBatch:
+    cols = _Columns(sl)
+    f = sl.fields
+    try:
+        pf = _parquet_file(sl.url)
+    except Exception as e:  # noqa: BLE001 - pyarrow, fsspec and HTTP errors all end here
+        cols.problem("unreadable_file", 0, f"cannot open as Parquet: {e}")
+        return cols.finish(1, 0)
+    names = set(pf.schema_arrow.names)
+    wanted = [n for n in f.wanted if n in names]
+    if f.text not in names:
+        cols.problem("missing_text", 0, f"no {f.text!r} column in this file")
+        return cols.finish(1, 0)
+    last = pf.metadata.num_row_groups if sl.end is None else sl.end
+    row0 = sl.first_row
+    seen = 0
+    bytes_in = 0
+    limit = sl.max_records
+    for g in range(sl.start, last):
+        n_rows = pf.metadata.row_group(g).num_rows
+        try:
+            t = pf.read_row_group(g, columns=wanted)
+        except Exception as e:  # noqa: BLE001 - a corrupt page, a failed remote read
+            seen += 1
+            cols.problem("corrupt_row_group", f"row_group={g}", f"{type(e).__name__}: {e}")
+            row0 += n_rows
+            continue
+        if limit is not None and seen + t.num_rows > limit:
+            t = t.slice(0, limit - seen)
+        seen += t.num_rows
+        bytes_in += _parquet_rows(t, row0, cols)
+        row0 += n_rows
+        if limit is not None and seen >= limit:
+            break
+    return cols.finish(seen, bytes_in)
+
+
+def _parquet_rows(t: pa.Table, row0: int, cols: _Columns) -> int:
+    """Add one row group's records; return its text bytes."""
+    f = cols.f
+    n = t.num_rows
+    rows = np.arange(row0, row0 + n)
+    text = t[f.text].combine_chunks()
+    reasons: list[str | None] = [None] * n
+    if pa.types.is_binary(text.type) or pa.types.is_large_binary(text.type):
+        try:
+            text = text.cast(pa.large_string())
+        except pa.ArrowInvalid:
+            decoded = []
+            for i, b in enumerate(text.to_pylist()):
+                try:
+                    decoded.append(None if b is None else b.decode("utf-8"))
+                except UnicodeDecodeError:
+                    reasons[i] = "invalid_utf8"
+                    decoded.append(None)
+            text = pa.array(decoded, pa.large_string())
+    elif not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        for i in range(n):
+            cols.problem("text_not_string", int(rows[i]), f"{f.text!r} is {text.type}")
+        return 0
+    text = text.cast(pa.large_string())
+    nbytes = int(pc.sum(pc.binary_length(text)).as_py() or 0)
+    blank = pc.fill_null(pc.equal(pc.binary_length(pc.utf8_trim_whitespace(text)), 0), True)
+    for i in np.flatnonzero(blank.to_numpy(zero_copy_only=False)).tolist():
+        if reasons[i] is None:
+            reasons[i] = "missing_text" if not text[i].is_valid else "empty_text"
+    keep = np.array([r is None for r in reasons], dtype=bool)
+    details = {"missing_text": f"{f.text!r} is null", "invalid_utf8": "text is not UTF-8"}
+    for i in np.flatnonzero(~keep).tolist():
+        cols.problem(reasons[i], int(rows[i]), details.get(reasons[i]))
+    if not keep.any():
+        return nbytes
+    mask = pa.array(keep)
+    kept = t.filter(mask)
+    positions = rows[keep].tolist()
+
+    def col(name: str | None) -> pa.Array | None:
+        if name is None or name not in kept.column_names:
+            return None
+        return kept[name].combine_chunks()
+
+    ids = col(f.id)
+    if ids is not None and not pa.types.is_string(ids.type):
+        ids = ids.cast(pa.string())
+    if ids is not None and ids.null_count:
+        ids = _ids(ids.to_pylist(), positions, cols)
+    urls = col(f.url)
+    if urls is not None and not pa.types.is_string(urls.type):
+        urls = urls.cast(pa.string())
+    metadata = {}
+    for src, out in f.metadata:
+        t_out = f.metadata_schema.field(out).type
+        values = col(src)
+        if values is None:
+            metadata[out] = pa.nulls(len(positions), t_out)
+            cols.count("metadata_missing", len(positions))
+        elif values.type != t_out:
+            try:
+                metadata[out] = values.cast(t_out)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                metadata[out] = pa.nulls(len(positions), t_out)
+                cols.count("metadata_mismatch", len(positions))
+        else:
+            metadata[out] = values
+    cols.add(positions, text.filter(mask), ids, urls, col(f.date), metadata)
+    return nbytes
