@@ -396,3 +396,102 @@ def test_text_input_runs_through_every_later_stage_and_verifies(records, tmp_pat
     again = run_cli("run", str(cfg), "--no-progress")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resumed: 10 of 10 parts" in again.stdout + again.stderr
+
+
+def fineweb_rows(records: list[dict]) -> list[dict]:
+    """FineWeb's columns, filled from the dolma-format sample."""
+    return [
+        {
+            "text": r["text"],
+            "id": f"<urn:uuid:{r['id']}>",
+            "dump": "CC-MAIN-2019-30",
+            "url": r["metadata"]["warc_url"],
+            "date": r["created"],
+            "file_path": f"s3://commoncrawl/crawl-data/CC-MAIN-2019-30/{i % 3}.warc.gz",
+            "language": "en",
+            "language_score": 0.9,
+            "token_count": len(r["text"].split()),
+        }
+        for i, r in enumerate(records)
+    ]
+
+
+@pytest.mark.integration
+def test_refilter_config_runs_offline_on_a_fineweb_style_file(records, tmp_path):
+    """configs/refilter.yaml as shipped, with --input pointing at a small FineWeb-style Parquet
+    file made from the shared text: filters, dedups, tokenizes, and writes OUT/dataset/."""
+    import pandas as pd
+
+    path = tmp_path / "fineweb-sample.parquet"
+    pq.write_table(pa.Table.from_pylist(fineweb_rows(records)), path, row_group_size=200)
+    out = tmp_path / "out"
+    r = run_cli(
+        "run", "configs/refilter.yaml", "--input", str(path), "--output", str(out),
+        "--workers", "2", "--no-progress",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = report(out)
+    assert stage(rep, "read")["docs_in"] == len(records)
+    assert [s["name"] for s in rep["stages"]][:2] == ["read", "url_filter"]
+    final = stage(rep, "tokenize")["docs_out"]
+    assert 0 < final < len(records)
+    assert run_cli("verify", str(out)).returncode == 0
+    dataset = pd.read_parquet(out / "dataset")
+    assert len(dataset) == final
+    assert {"dump", "file_path", "token_count", "language", "language_score"} <= set(dataset)
+    assert dataset["id"].is_unique
+    # language and language_score are refine's (lid.176) now, over FineWeb's columns
+    assert set(dataset["language"]) == {"en"}
+
+
+def test_final_documents_are_published_as_a_dataset_in_either_format(records, tmp_path):
+    """OUT/dataset/ after a run: JSONL.gz or Parquet shards of the final documents with the
+    carried metadata, loaded by `datasets` and pandas; a re-run keeps it, a format change
+    rewrites it."""
+    import datasets
+    import pandas as pd
+    from distributed import Client
+
+    from refine.pipeline.config import PipelineConfig
+    from refine.pipeline.runner import Runner
+
+    path = tmp_path / "corpus.parquet"
+    pq.write_table(pa.Table.from_pylist(fineweb_rows(records[:200])), path, row_group_size=50)
+    out = tmp_path / "out"
+
+    def run(fmt: str) -> dict:
+        cfg = PipelineConfig(
+            input=[str(path)],
+            output=str(out),
+            output_format=fmt,
+            stages=[{"read": {"slice_mb": 0.05}}, {"pii": {}}, {"dedup_exact": {}}],
+        )
+        with Client(processes=False, n_workers=1, dashboard_address=":0") as client:
+            return Runner.prepare(cfg).run(client).report
+
+    rep = run("jsonl.gz")
+    final = pq.read_table(out / "documents" / "02_dedup_exact").sort_by("id")
+    assert rep["dataset"]["format"] == "jsonl.gz" and rep["dataset"]["from"] == "02_dedup_exact"
+    assert rep["dataset"]["documents"] == final.num_rows > 150
+    shards = sorted(p.name for p in (out / "dataset").iterdir())
+    assert shards and all(s.endswith(".jsonl.gz") for s in shards)
+    loaded = datasets.load_dataset(
+        "json", data_files=str(out / "dataset" / "*.jsonl.gz"), split="train"
+    )
+    assert sorted(loaded["id"]) == final["id"].to_pylist()
+    assert set(loaded.column_names) >= {"text", "dump", "file_path", "token_count", "source"}
+    first = {r["id"]: r for r in loaded}[final["id"][0].as_py()]
+    assert first["text"] == final["text"][0].as_py()
+    # written as ISO 8601 in UTC ("...Z"); the json loader parses it back to the same instant
+    assert first["date"].replace(tzinfo=None) == final["date"][0].as_py().replace(tzinfo=None)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "dataset").iterdir()}
+    run("jsonl.gz")  # nothing changed: the dataset is not rewritten
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "dataset").iterdir()} == mtimes
+    rep = run("parquet")
+    assert all(p.name.endswith(".parquet") for p in (out / "dataset").iterdir())
+    frame = pd.read_parquet(out / "dataset")
+    assert sorted(frame["id"]) == final["id"].to_pylist()
+    loaded = datasets.load_dataset(
+        "parquet", data_files=str(out / "dataset" / "*.parquet"), split="train"
+    )
+    assert loaded.num_rows == final.num_rows

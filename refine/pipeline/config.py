@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -50,6 +50,8 @@ class PipelineConfig(BaseModel):
     input: list[str] = Field(default_factory=list)
     output: str
     keep_intermediate: bool = False
+    #: OUT/dataset/: the final documents as shards people load without refine
+    output_format: Literal["parquet", "jsonl.gz"] = "parquet"
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     stages: list[dict[str, Any] | str]
 

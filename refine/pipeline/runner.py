@@ -534,6 +534,37 @@ class Runner:
                 storage_error=error if storage_refuses(e) else None,
             )
 
+    def _publish_dataset(self, client: Any) -> dict[str, Any] | None:
+        """``OUT/dataset/``: the final documents as ``output_format`` shards, redone only when
+        the documents or the format changed since it was last written."""
+        from refine.pipeline.dataset import write_dataset
+
+        final = None
+        for seg in reversed(self.segments):
+            for folder, _ in reversed(seg.stages):
+                if list_parts(self.layout.documents(folder)):
+                    final = (seg, folder)
+                    break
+            if final:
+                break
+        if final is None:
+            return None
+        seg, folder = final
+        fmt = self.config.output_format
+        state_path = self.layout.root / "_state" / "dataset.json"
+        key = {"fingerprint": seg.fingerprint, "folder": folder, "format": fmt}
+        if state_path.exists():
+            state = read_json(state_path)
+            if {k: state.get(k) for k in key} == key and self.layout.dataset().is_dir():
+                return state["summary"]
+        parts = list_parts(self.layout.documents(folder))
+        summary = {
+            "from": folder,
+            **write_dataset(parts, self.layout.dataset(), fmt, client=client),
+        }
+        write_json_atomic({**key, "summary": summary}, state_path)
+        return summary
+
     def run(self, client: Any) -> RunSummary:
         """Run every segment that is not done yet; write stats and ``report.json``.
 
@@ -594,6 +625,9 @@ class Runner:
                 write_json_atomic(entry, self.layout.stats(folder))
                 entries.append(entry)
         unreachable = [{"url": _input_url(f), "error": f.error} for f in self.failed_inputs]
+        dataset = None
+        if not failed:
+            dataset = self._publish_dataset(client)
         report = {
             "refine_version": refine.__version__,
             "started_at": started.isoformat(),
@@ -613,6 +647,7 @@ class Runner:
             "failed_parts": failed,
             "failed_inputs": unreachable,
             "stages": entries,
+            "dataset": dataset,
         }
         write_json_atomic(report, self.layout.report())
         if storage_error:

@@ -38,7 +38,7 @@ TMP_PREFIX = ".tmp-"
 _COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 #: The folders refine writes under OUTPUT, and how many levels of sub-folders below each are
 #: checked for links (``documents/NN_name``; ``_state/done/KEY``).
-_MANAGED = {"documents": 0, "stages": 0, "stats": 0, "tokens": 0, "_state": 1}
+_MANAGED = {"documents": 0, "stages": 0, "stats": 0, "tokens": 0, "dataset": 0, "_state": 1}
 
 
 def safe_component(name: str) -> str:
@@ -64,6 +64,10 @@ class OutputLayout:
 
     def stats(self, folder: str) -> Path:
         return self.root / "stats" / f"{safe_component(folder)}.json"
+
+    def dataset(self) -> Path:
+        """The final documents as shards people load without refine (``output_format``)."""
+        return self.root / "dataset"
 
     def report(self) -> Path:
         return self.root / "report.json"
