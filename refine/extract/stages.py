@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import pyarrow as pa
@@ -163,17 +164,24 @@ class ReadWarc(SourceStage):
         # read documents in): the numbers are zero-padded to the widest of the run
         width = max(5, len(str(len(inputs) - 1)))
         max_records = self.params.max_records_per_file
-        fields = None
-        for i, f in enumerate(inputs):
-            fmt = self._format(f.url)
-            if fmt in TEXT_FORMATS:
-                if fields is None:
-                    fields = self._fields or self._resolve_fields(inputs)
-                    self._fields = fields
+        formats = [self._format(f.url) for f in inputs]
+        text_slices: list[list] = []
+        if set(formats) & set(TEXT_FORMATS):
+            fields = self._fields = self._fields or self._resolve_fields(inputs)
+
+            def plan_text(i: int) -> list:
+                f = inputs[i]
                 if f.error:  # not read: one placeholder part keeps the other parts' ids
-                    slices: list = [TextSlice(f.url, fmt, fields)]
-                else:
-                    slices = plan_text_slices(f.url, fmt, f.size, slice_bytes, fields, max_records)
+                    return [TextSlice(f.url, formats[i], fields)]
+                return plan_text_slices(f.url, formats[i], f.size, slice_bytes, fields, max_records)
+
+            # a big Parquet file is planned from its footer: one request per file, in parallel
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                text_slices = list(pool.map(plan_text, range(len(inputs))))
+        for i, f in enumerate(inputs):
+            fmt = formats[i]
+            if fmt in TEXT_FORMATS:
+                slices: list = text_slices[i]
             else:
                 slices = plan_slices(f.url, f.size, slice_bytes, max_records)
             k_width = max(4, len(str(len(slices) - 1)))
