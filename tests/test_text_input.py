@@ -393,6 +393,19 @@ def test_text_input_runs_through_every_later_stage_and_verifies(records, tmp_pat
     assert e.returncode == 0 and doc_id in e.stdout
     assert run_cli("inspect", str(out), "--stage", "gopher_quality", "-n", "2").returncode == 0
     assert run_cli("report", str(out)).returncode == 0
+    # push: the documents under data/ keep the carried columns
+    from hubstub import HubStub
+
+    with HubStub("hf_test_token") as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_test_token", "HF_HUB_DISABLE_XET": "1"}
+        p = run_cli("push", str(out), "--repo", "acme/refiltered", env=env, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        files = hub.repos["acme/refiltered"].files
+        pushed = [
+            pq.read_table(pa.BufferReader(b)) for k, b in files.items() if k.startswith("data/")
+        ]
+        assert sum(t.num_rows for t in pushed) == docs.num_rows
+        assert "dump" in pushed[0].column_names
     again = run_cli("run", str(cfg), "--no-progress")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resumed: 10 of 10 parts" in again.stdout + again.stderr
