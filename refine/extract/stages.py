@@ -300,6 +300,16 @@ class Extract(MapStage):
     def check(self) -> None:
         check_engine(self.params)
 
+    def library_versions(self) -> dict[str, str | None]:
+        from refine.pipeline.versions import library_version
+
+        names = {"trafilatura": ["trafilatura", "lxml"], "resiliparse": ["resiliparse"]}.get(
+            self.params.engine, []
+        )
+        if self.params.prefilter_languages:
+            names += ["resiliparse", "fasttext"]
+        return {name: library_version(name) for name in dict.fromkeys(names)}
+
     model_params = ("prefilter_model",)
 
     def model_files(self) -> dict[str, str]:

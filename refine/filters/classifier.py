@@ -66,6 +66,7 @@ class QualityClassifier(FilterStage):
     ``min_score`` are dropped as ``quality_low_score``."""
 
     name = "quality_classifier"
+    libraries = ("fasttext",)
     Params = QualityClassifierParams
     model_params = ("model",)
     thresholds = frozenset({"min_score"})

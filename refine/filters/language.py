@@ -47,6 +47,7 @@ class LanguageFilter(FilterStage):
     confidence (``language_low_score``)."""
 
     name = "language"
+    libraries = ("fasttext",)
     Params = LanguageParams
     model_params = ("model",)
     thresholds = frozenset({"languages", "min_score"})

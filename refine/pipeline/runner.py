@@ -50,6 +50,7 @@ from refine.pipeline.storage import (
     write_json_atomic,
     write_parquet_atomic,
 )
+from refine.pipeline.versions import versions_report
 
 log = logging.getLogger("refine")
 
@@ -329,8 +330,17 @@ class Runner:
             if sizes is not None and sizes[1] and old is not None and not invalid:
                 log.warning("input %s changed since the last run: recomputing everything", sizes[1])
                 invalid = True
+            libraries = {folder: stage.library_versions() for folder, stage in seg.stages}
             if invalid or (old is not None and old != seg.fingerprint):
-                if old is not None:
+                changed_libs = _library_changes(state.get("libraries", {}), libraries)
+                if old is not None and changed_libs and not invalid:
+                    log.warning(
+                        "library versions changed since the last run (%s): recomputing %s and "
+                        "every stage after it",
+                        ", ".join(changed_libs),
+                        ", ".join(s.name for _, s in seg.stages),
+                    )
+                elif old is not None:
                     log.warning(
                         "stages %s or their input changed since the last run: recomputing them",
                         ", ".join(s.name for _, s in seg.stages),
@@ -344,6 +354,7 @@ class Runner:
             new_state: dict[str, Any] = {
                 "fingerprint": seg.fingerprint,
                 "score_fingerprints": scoring,
+                "libraries": libraries,
             }
             if sizes is not None:
                 new_state["input_sizes"] = sizes[0]
@@ -630,6 +641,7 @@ class Runner:
             dataset = self._publish_dataset(client)
         report = {
             "refine_version": refine.__version__,
+            "versions": versions_report(),
             "started_at": started.isoformat(),
             "finished_at": datetime.now(UTC).isoformat(),
             "wall_seconds": round(time.perf_counter() - t0, 3),
@@ -670,6 +682,20 @@ class Runner:
                 f"re-run the same command to read them; see {self.layout.report()}"
             )
         return RunSummary(report, parts_total, parts_skipped, merged)
+
+
+def _library_changes(
+    old: dict[str, dict[str, str | None]], new: dict[str, dict[str, str | None]]
+) -> list[str]:
+    """``"trafilatura 2.2.0 -> 2.3.1"`` for each library whose version differs from the one a
+    stage of the segment recorded in the last run."""
+    out = []
+    for folder, libs in new.items():
+        for name, version in libs.items():
+            before = old.get(folder, {}).get(name, version)
+            if before != version:
+                out.append(f"{name} {before} -> {version}")
+    return list(dict.fromkeys(out))
 
 
 def _digest(text: str) -> str:

@@ -69,11 +69,24 @@ class Stage:
         specs = {name: getattr(self.params, name, None) for name in self.model_params}
         return {name: model_identity(spec) for name, spec in specs.items() if spec}
 
+    #: Libraries whose version can change what the stage outputs (``refine.pipeline.versions``):
+    #: their versions enter the fingerprints, so a resume under other versions recomputes it.
+    libraries: ClassVar[tuple[str, ...]] = ()
+
+    def library_versions(self) -> dict[str, str | None]:
+        """library -> installed version, for the libraries this stage's output depends on."""
+        from refine.pipeline.versions import library_version
+
+        return {name: library_version(name) for name in self.libraries}
+
     def _identity(self, params: dict) -> dict:
         ident = {"name": self.name, "params": params}
         models = self.model_files()
         if models:  # stages without models keep the fingerprints earlier versions wrote
             ident["models"] = models
+        libraries = self.library_versions()
+        if libraries:
+            ident["libraries"] = libraries
         return ident
 
     def fingerprint(self) -> str:

@@ -97,6 +97,7 @@ class Tokenize(GlobalStage):
     """Tokenize the documents and write shards; see the module docstring."""
 
     name = "tokenize"
+    libraries = ("tokenizers",)
     Params = TokenizeParams
 
     def info(self) -> TokenizerInfo:
