@@ -179,8 +179,9 @@ def _dask() -> str:
 
 
 @contextlib.contextmanager
-def dask_cluster(n_workers: int):
-    """A real `dask scheduler` and `dask worker` processes on 127.0.0.1."""
+def dask_cluster(n_workers: int, cwd: Path | None = None):
+    """A real `dask scheduler` and `dask worker` processes on 127.0.0.1; the workers run in
+    ``cwd`` (default: the repository)."""
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
@@ -205,7 +206,7 @@ def dask_cluster(n_workers: int):
                     "--host",
                     "127.0.0.1",
                 ],
-                cwd=REPO,
+                cwd=cwd or REPO,
                 **quiet,
             )
             procs.append(w)

@@ -79,6 +79,7 @@ class Llama3Heuristics(FilterStage):
     """Drops repeated-content pages, adult pages and outlier-token pages (Llama 3's heuristics)."""
 
     name = "llama3_heuristics"
+    path_params = ("reference", "dirty_word_lists")
     Params = Llama3Params
     thresholds = frozenset({"max_dup_ngram_coverage", "max_dirty_words", "max_token_kl"})
 

@@ -268,6 +268,7 @@ class PerplexityFilter(FilterStage):
     ``ppl_too_high``; with ``keep_buckets``, ``ppl_head`` / ``ppl_middle`` / ``ppl_tail``."""
 
     name = "perplexity"
+    path_params = ("cutoff_csv",)
     libraries = ("kenlm", "sentencepiece")
     Params = PerplexityParams
     model_params = ("model", "sp_model")

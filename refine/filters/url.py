@@ -109,6 +109,7 @@ class UrlFilter(FilterStage):
     """Drops documents whose URL is on a block list or contains banned words."""
 
     name = "url_filter"
+    path_params = ("block_domain_files", "block_url_files", "allow_domain_files")
     Params = UrlFilterParams
     thresholds = frozenset({"soft_word_threshold"})
 

@@ -141,7 +141,9 @@ def build_stages(entries: list[Any]) -> list[Stage]:
             p = cls.Params(**params)
         except ValidationError as e:
             raise ConfigError(_pydantic_message(e, f"{where}.{name}")) from None
-        stages.append(cls(p))
+        stage = cls(p)
+        stage.absolute_paths()  # workers may run in another folder: relative to the driver's
+        stages.append(stage)
     if stages[0].kind != "source":
         raise ConfigError(
             f"stages[0]: the first stage must read input (e.g. 'read'), not {stages[0].name!r}"

@@ -38,7 +38,7 @@ from refine.errors import RefineError, RunIncomplete
 from refine.pipeline.config import PipelineConfig, build_stages, check_source_chain
 from refine.pipeline.inputs import InputFile
 from refine.pipeline.memory import release_memory, releasing
-from refine.pipeline.stage import FilterStage, GlobalContext, Partition, Stage
+from refine.pipeline.stage import FilterStage, GlobalContext, Partition, Stage, StageFailed
 from refine.pipeline.stats import StageStats, merge_stats
 from refine.pipeline.storage import (
     OutputLayout,
@@ -159,19 +159,12 @@ def _run_part(job: PartJob) -> dict[str, Any]:
     table = None
     last = len(job.stages) - 1
     for i, (folder, stage) in enumerate(job.stages):
-        if stage.kind == "source":
-            result = stage.read(job.partition)
-        else:
-            if table is None:
-                table = pq.read_table(job.partition.spec)
-            if isinstance(stage, FilterStage):
-                previous = None
-                if folder in job.reuse:
-                    saved = Path(job.reuse[folder]) / part_name
-                    previous = pq.read_table(saved) if saved.exists() else None
-                result = stage.process(table, previous=previous)
-            else:
-                result = stage.process(table)
+        try:
+            result = _run_stage(job, folder, stage, table, part_name)
+        except Exception as e:
+            if storage_refuses(e):
+                raise  # told apart by errno (run_part)
+            raise StageFailed(folder, f"{type(e).__name__}: {e}") from e
         table = result.table
         if getattr(stage, "rewrites_text", False):
             table = without_hidden(table)
@@ -182,6 +175,20 @@ def _run_part(job: PartJob) -> dict[str, Any]:
     done = {"part": job.partition.id, "fingerprint": job.fingerprint, "stats": stats}
     write_json_atomic(done, marker)
     return done
+
+
+def _run_stage(job: PartJob, folder: str, stage: Stage, table: Any, part_name: str) -> Any:
+    if stage.kind == "source":
+        return stage.read(job.partition)
+    if table is None:
+        table = pq.read_table(job.partition.spec)
+    if isinstance(stage, FilterStage):
+        previous = None
+        if folder in job.reuse:
+            saved = Path(job.reuse[folder]) / part_name
+            previous = pq.read_table(saved) if saved.exists() else None
+        return stage.process(table, previous=previous)
+    return stage.process(table)
 
 
 def without_hidden(table: Any) -> Any:
@@ -438,10 +445,9 @@ class Runner:
             try:
                 result = fut.result()
             except Exception as e:  # counted, reported, retried by the next run
-                out.failed.append({"part": part_of[fut.key], "error": f"{type(e).__name__}: {e}"})
-                log.error(
-                    "part %s of %s failed: %s: %s", part_of[fut.key], seg.key, type(e).__name__, e
-                )
+                error = str(e) if isinstance(e, StageFailed) else f"{type(e).__name__}: {e}"
+                out.failed.append({"part": part_of[fut.key], "error": error})
+                log.error("part %s of %s failed: %s", part_of[fut.key], seg.key, error)
                 bar.advance(0)
                 return
             if "storage_error" in result:

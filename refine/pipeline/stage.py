@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -62,6 +63,30 @@ class Stage:
     #: what it decided instead of resuming from the old model's outputs.
     model_params: ClassVar[tuple[str, ...]] = ()
 
+    #: Params that name local files workers read besides models (lists of them too): like
+    #: ``model_params``, a relative path is made absolute on the driver (``absolute_paths``), so
+    #: workers that run in another folder find the same file.
+    path_params: ClassVar[tuple[str, ...]] = ()
+
+    def absolute_paths(self) -> None:
+        """Make every relative local path in ``model_params`` / ``path_params`` that exists here
+        absolute (a hub id, ``pkg://`` or ``hf://`` spec, or a name that is no file, stays)."""
+        update = {}
+        for name in dict.fromkeys((*self.model_params, *self.path_params)):
+            value = getattr(self.params, name, None)
+            if isinstance(value, str):
+                fixed: Any = _absolute(value)
+            elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                fixed = [_absolute(v) for v in value]
+            elif isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+                fixed = {k: _absolute(v) for k, v in value.items()}  # e.g. language -> file
+            else:
+                continue
+            if fixed != value:
+                update[name] = fixed
+        if update:
+            self.params = self.params.model_copy(update=update)
+
     def model_files(self) -> dict[str, str]:
         """param name -> identity of the model file it names (``model_params``)."""
         from refine.models import model_identity
@@ -100,6 +125,25 @@ class Stage:
         params = self.params.model_dump(mode="json")
         ident = self._identity({k: v for k, v in params.items() if k not in self.thresholds})
         return _digest({**ident, "text_hash": TEXT_HASH})
+
+
+def _absolute(value: str) -> str:
+    if "://" in value or os.path.isabs(value):
+        return value
+    path = os.path.expanduser(value)
+    return os.path.abspath(path) if os.path.exists(path) else value
+
+
+class StageFailed(Exception):
+    """A stage raised while running a part: names the stage (``NN_name``), since a fused
+    segment is named after its last stage."""
+
+    def __init__(self, folder: str, error: str):
+        super().__init__(folder, error)
+        self.folder, self.error = folder, error
+
+    def __str__(self) -> str:
+        return f"in {self.folder}: {self.error}"
 
 
 def _digest(obj: Any) -> str:

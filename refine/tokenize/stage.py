@@ -97,6 +97,7 @@ class Tokenize(GlobalStage):
     """Tokenize the documents and write shards; see the module docstring."""
 
     name = "tokenize"
+    path_params = ("tokenizer",)
     libraries = ("tokenizers",)
     Params = TokenizeParams
 
