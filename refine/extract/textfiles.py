@@ -84,6 +84,8 @@ class TextFields:
     date: str | None = None
     metadata: tuple[tuple[str, str], ...] = ()
     metadata_schema: pa.Schema = field(default_factory=lambda: pa.schema([]))
+    #: the first file's types of the id, url and date fields (what Arrow's JSON reader expects)
+    source_types: dict[str, pa.DataType] = field(default_factory=dict)
 
     @property
     def wanted(self) -> list[str]:
@@ -219,7 +221,8 @@ def resolve_fields(
                 )
     pairs = tuple((n, output_name(n)) for n in carried)
     schema = pa.schema([(out, available.field(src).type) for src, out in pairs])
-    return TextFields(text_field, mapped["id"], mapped["url"], mapped["date"], pairs, schema)
+    types = {name: available.field(name).type for name in mapped.values() if name}
+    return TextFields(text_field, mapped["id"], mapped["url"], mapped["date"], pairs, schema, types)
 
 
 def _sample_schema(url: str, fmt: str) -> pa.Schema:
@@ -323,21 +326,64 @@ class _Columns:
 
     def add(
         self,
-        positions: list[int],
+        positions: np.ndarray,
         texts: pa.Array,
         ids: pa.Array | None,
         urls: pa.Array | None,
         dates: pa.Array | None,
-        metadata: dict[str, pa.Array],
+        metadata: dict[str, pa.Array | None],
     ) -> None:
+        """Records whose text is a string (``texts`` without nulls): those that are blank are
+        dropped as ``empty_text`` (one rule for every reader and path), the rest become rows of
+        the documents schema. ``ids`` may hold nulls (position ids then); ``metadata`` columns
+        are fitted to the run's metadata schema (None: the field is absent)."""
+        positions = np.asarray(positions, dtype=np.int64)
         n = len(positions)
         if n == 0:
             return
+        texts = _one_chunk(texts)
+        if not pa.types.is_large_string(texts.type):
+            texts = texts.cast(pa.large_string())
+        blank_np = _blank(texts)
+        if blank_np.any():
+            for p in positions[blank_np].tolist():
+                self.problem("empty_text", p, None)
+            positions = positions[~blank_np]
+            n = len(positions)
+            if n == 0:
+                return
+            # the kept rows as zero-copy slices between the blank ones (a filter would copy
+            # every text of the block to drop a few)
+            cuts = np.flatnonzero(blank_np).tolist()
+            runs = [(a + 1, b) for a, b in zip([-1, *cuts], [*cuts, len(blank_np)], strict=True)]
+
+            def kept(values: Any) -> Any:
+                if values is None:
+                    return None
+                pieces = [values.slice(a, b - a) for a, b in runs if b > a]
+                return pa.chunked_array(pieces, type=values.type)
+
+            texts, ids, urls, dates = (kept(_maybe_one(a)) for a in (texts, ids, urls, dates))
+            metadata = {k: kept(_maybe_one(v)) for k, v in metadata.items()}
+        pos = positions.tolist()
         url = self.sl.url
+        key = self.file_key
         if ids is None:
-            key = self.file_key
-            ids = pa.array([f"{key}-{p:012d}" for p in positions], pa.string())
-        sources = pa.array([f"{url}#{p}" for p in positions], pa.string())
+            ids = pa.array([f"{key}-{p:012d}" for p in pos], pa.string())
+        else:
+            ids = _one_chunk(ids)
+            if not pa.types.is_string(ids.type):
+                ids = ids.cast(pa.string())
+            if ids.null_count:
+                self.count("id_missing", ids.null_count)
+                filled = [
+                    f"{key}-{p:012d}" if v is None else v
+                    for v, p in zip(ids.to_pylist(), pos, strict=True)
+                ]
+                ids = pa.array(filled, pa.string())
+        if urls is not None and not pa.types.is_string(urls.type):
+            urls = _one_chunk(urls).cast(pa.string())
+        sources = pa.array([f"{url}#{p}" for p in pos], pa.string())
         cols: dict[str, Any] = {
             "id": ids,
             "url": urls if urls is not None else pa.nulls(n, pa.string()),
@@ -346,8 +392,23 @@ class _Columns:
             "source": sources,
         }
         for _, out in self.f.metadata:
-            cols[out] = metadata[out]
+            cols[out] = self._fit(metadata.get(out), self.f.metadata_schema.field(out).type, n)
         self.tables.append(pa.table(cols, schema=self.schema))
+
+    def _fit(self, values: pa.Array | None, t: pa.DataType, n: int) -> pa.Array:
+        """A metadata column of the run's type: absent is null (``metadata_missing``); a
+        column of another type is cast, or null when it cannot be (``metadata_mismatch``)."""
+        if values is None:
+            self.count("metadata_missing", n)
+            return pa.nulls(n, t)
+        values = _one_chunk(values)
+        if values.type == t:
+            return values
+        try:
+            return values.cast(t)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            self.count("metadata_mismatch", n - values.null_count)
+            return pa.nulls(n, t)
 
     @property
     def schema(self) -> pa.Schema:
@@ -420,66 +481,19 @@ def _str_or_none(values: list) -> list:
 
 def _read_jsonl(sl: TextSlice) -> TextBatch:
     cols = _Columns(sl)
-    f = sl.fields
-    text_key, id_key, url_key, date_key = f.text, f.id, f.url, f.date
-    meta = [(src, out, f.metadata_schema.field(out).type) for src, out in f.metadata]
     seen = 0
     bytes_in = 0
     limit = sl.max_records
-    loads = orjson.loads
-    JSONDecodeError = orjson.JSONDecodeError
+    json_schema = _json_schema(sl.fields)
     try:
         for base, block in _iter_blocks(sl.url, sl.start, sl.end):
             bytes_in += len(block)
-            positions: list[int] = []
-            texts: list[str] = []
-            ids: list = []
-            urls: list = []
-            dates: list = []
-            metas: list[list] = [[] for _ in meta]
-            for off, line in _split_lines(base, block):
-                if limit is not None and seen >= limit:
-                    break
-                seen += 1
-                try:
-                    rec = loads(line)
-                except JSONDecodeError as e:
-                    reason = "invalid_utf8" if _bad_utf8(line) else "not_json"
-                    cols.problem(reason, off, f"line is not JSON: {e}")
+            if limit is None:
+                n = _arrow_block(base, block, json_schema, cols)
+                if n is not None:
+                    seen += n
                     continue
-                if type(rec) is not dict:
-                    cols.problem("not_json", off, f"line is a JSON {type(rec).__name__}")
-                    continue
-                text = rec.get(text_key)
-                if type(text) is not str:
-                    if text is None:
-                        cols.problem("missing_text", off, f"no {text_key!r} field (or null)")
-                    else:
-                        what = type(text).__name__
-                        cols.problem("text_not_string", off, f"{text_key!r} is a {what}")
-                    continue
-                if not text or text.isspace():
-                    cols.problem("empty_text", off, None)
-                    continue
-                positions.append(off)
-                texts.append(text)
-                if id_key is not None:
-                    ids.append(rec.get(id_key))
-                if url_key is not None:
-                    urls.append(rec.get(url_key))
-                if date_key is not None:
-                    dates.append(rec.get(date_key))
-                for k, (src, _, _) in enumerate(meta):
-                    metas[k].append(rec.get(src))
-            if positions:
-                cols.add(
-                    positions,
-                    pa.array(texts, pa.large_string()),
-                    _ids(ids, positions, cols) if id_key is not None else None,
-                    pa.array(_str_or_none(urls), pa.string()) if url_key is not None else None,
-                    _dates_array(dates) if date_key is not None else None,
-                    {out: _to_array(metas[k], t, cols) for k, (_, out, t) in enumerate(meta)},
-                )
+            seen += _python_block(base, block, cols, None if limit is None else limit - seen)
             if limit is not None and seen >= limit:
                 break
     except _StreamError as e:
@@ -488,17 +502,160 @@ def _read_jsonl(sl: TextSlice) -> TextBatch:
     return cols.finish(seen, bytes_in)
 
 
-def _ids(ids: list, positions: list[int], cols: _Columns) -> pa.Array:
-    """The id field as strings; a record without one gets the position id (counted)."""
+def _json_schema(f: TextFields) -> pa.Schema:
+    """The fields read from each JSON record, by their names in the input, with the types of
+    the run (the text a string)."""
+    fields = [(f.text, pa.large_string())]
+    for name in (f.id, f.url, f.date):
+        if name is not None and name not in dict(fields):
+            fields.append((name, f.source_types.get(name, pa.string())))
+    for src, out in f.metadata:
+        if src not in dict(fields):
+            fields.append((src, f.metadata_schema.field(out).type))
+    return pa.schema(fields)
+
+
+def _arrow_block(base: int, block: bytes, schema: pa.Schema, cols: _Columns) -> int | None:
+    """Parse a block of whole lines with Arrow's JSON reader (C++, no Python object per record).
+    None when the block needs the per-line path: a line that is not a JSON object, a value of
+    another type than the run's, invalid UTF-8, a record without text (the per-line path says
+    which); otherwise the number of records."""
+    import pyarrow.json as pj
+
+    try:
+        table = pj.read_json(
+            pa.BufferReader(block),
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(block) + 1),
+            parse_options=pj.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="ignore"
+            ),
+        )
+    except (pa.ArrowException, ValueError):
+        return None
+    starts = _line_starts(block)
+    f = cols.f
+    text = table[f.text]
+    if len(starts) != table.num_rows or text.null_count:
+        return None
+    positions = starts + base
+
+    def col(name: str | None) -> pa.Array | None:
+        return None if name is None else table[name]
+
+    metadata = {out: table[src] for src, out in f.metadata}
+    cols.add(positions, text, col(f.id), col(f.url), col(f.date), metadata)
+    return table.num_rows
+
+
+def _line_starts(block: bytes | memoryview) -> np.ndarray:
+    """Offsets of the non-blank lines of a block (blank: empty or only JSON white space, which
+    Arrow's reader skips). memchr per line (``bytes.find``): lines are long, so this beats a
+    vectorised scan of every byte."""
+    data = block.obj if isinstance(block, memoryview) else block  # blocks start at offset 0
+    size = len(block)
+    find = data.find
+    starts = []
+    start = 0
+    while start < size:
+        end = find(b"\n", start, size)
+        if end < 0:
+            end = size
+        if end > start and (data[start] > 32 or data[start:end].strip(b" \t\r")):
+            starts.append(start)
+        start = end + 1
+    return np.array(starts, dtype=np.int64)
+
+
+def _python_block(base: int, block: bytes, cols: _Columns, limit: int | None) -> int:
+    """The per-line path: every record judged on its own (bad lines become problems)."""
+    f = cols.f
+    text_key, id_key, url_key, date_key = f.text, f.id, f.url, f.date
+    meta = [(src, out, f.metadata_schema.field(out).type) for src, out in f.metadata]
+    loads = orjson.loads
+    JSONDecodeError = orjson.JSONDecodeError
+    seen = 0
+    positions: list[int] = []
+    texts: list[str] = []
+    ids: list = []
+    urls: list = []
+    dates: list = []
+    metas: list[list] = [[] for _ in meta]
+    for off, line in _split_lines(base, block):
+        if limit is not None and seen >= limit:
+            break
+        seen += 1
+        try:
+            rec = loads(line)
+        except JSONDecodeError as e:
+            reason = "invalid_utf8" if _bad_utf8(line) else "not_json"
+            cols.problem(reason, off, f"line is not JSON: {e}")
+            continue
+        if type(rec) is not dict:
+            cols.problem("not_json", off, f"line is a JSON {type(rec).__name__}")
+            continue
+        text = rec.get(text_key)
+        if type(text) is not str:
+            if text is None:
+                cols.problem("missing_text", off, f"no {text_key!r} field (or null)")
+            else:
+                what = type(text).__name__
+                cols.problem("text_not_string", off, f"{text_key!r} is a {what}")
+            continue
+        positions.append(off)
+        texts.append(text)
+        if id_key is not None:
+            ids.append(rec.get(id_key))
+        if url_key is not None:
+            urls.append(rec.get(url_key))
+        if date_key is not None:
+            dates.append(rec.get(date_key))
+        for k, (src, _, _) in enumerate(meta):
+            metas[k].append(rec.get(src))
+    if positions:
+        cols.add(
+            np.array(positions, dtype=np.int64),
+            pa.array(texts, pa.large_string()),
+            _ids(ids) if id_key is not None else None,
+            pa.array(_str_or_none(urls), pa.string()) if url_key is not None else None,
+            _dates_array(dates) if date_key is not None else None,
+            {out: _to_array(metas[k], t, cols) for k, (_, out, t) in enumerate(meta)},
+        )
+    return seen
+
+
+def _ids(ids: list) -> pa.Array:
+    """The id field as strings (an integer id as its decimal digits); null stays null."""
     out = []
-    for v, p in zip(ids, positions, strict=True):
-        if v is None:
-            cols.count("id_missing")
-            v = f"{cols.file_key}-{p:012d}"
-        elif type(v) is not str:
+    for v in ids:
+        if v is not None and type(v) is not str:
             v = str(v) if isinstance(v, int | float) else orjson.dumps(v).decode()
         out.append(v)
     return pa.array(out, pa.string())
+
+
+def _blank(texts: pa.Array) -> np.ndarray:
+    """Which texts are empty or only white space (Arrow's Unicode ``utf8_is_space``). Only the
+    texts whose first character is white space are scanned whole: blank ones are rare and a
+    full scan of every text costs ~10% of reading JSON."""
+    first = pc.utf8_slice_codeunits(texts, 0, 1)
+    candidates = pc.or_(pc.equal(pc.binary_length(texts), 0), pc.utf8_is_space(first))
+    idx = np.flatnonzero(candidates.to_numpy(zero_copy_only=False))
+    out = np.zeros(len(texts), dtype=bool)
+    if len(idx):
+        some = texts.take(pa.array(idx))
+        full = pc.or_(pc.equal(pc.binary_length(some), 0), pc.utf8_is_space(some))
+        out[idx] = full.to_numpy(zero_copy_only=False)
+    return out
+
+
+def _maybe_one(values: Any) -> Any:
+    return None if values is None else _one_chunk(values)
+
+
+def _one_chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    return values
 
 
 def _dates_array(values: list) -> pa.Array:
@@ -507,15 +664,15 @@ def _dates_array(values: list) -> pa.Array:
     return pa.array([v if type(v) is str else None for v in values], pa.string())
 
 
-def _bad_utf8(line: bytes) -> bool:
+def _bad_utf8(line: bytes | memoryview) -> bool:
     try:
-        line.decode("utf-8")
+        bytes(line).decode("utf-8")
     except UnicodeDecodeError:
         return True
     return False
 
 
-def _split_lines(base: int, block: bytes) -> Iterator[tuple[int, bytes]]:
+def _split_lines(base: int, block: bytes | memoryview) -> Iterator[tuple[int, bytes | memoryview]]:
     """(offset, line) for each non-blank line of a block of whole lines starting at ``base``."""
     arr = np.frombuffer(block, np.uint8)
     ends = np.flatnonzero(arr == 10)
@@ -523,8 +680,8 @@ def _split_lines(base: int, block: bytes) -> Iterator[tuple[int, bytes]]:
         ends = np.append(ends, len(block))
     start = 0
     for end in ends.tolist():
-        line = block[start:end]
-        if line.strip():
+        line = block[start:end]  # a memoryview slice: not copied (orjson reads it as it is)
+        if end > start and (block[start] > 32 or bytes(line).strip()):
             yield base + start, line
         start = end + 1
 
@@ -543,10 +700,10 @@ def _iter_blocks(url: str, start: int, end: int | None) -> Iterator[tuple[int, b
         if cut == 0:
             tail = data
             continue
-        block, tail = data[:cut], data[cut:]
+        block, tail = memoryview(data)[:cut], data[cut:]  # the block is not copied
         if end is not None and base + len(block) > end:
             # the lines starting before end: up to the end of the line holding byte end - 1
-            keep = block.find(b"\n", end - base - 1) + 1
+            keep = data.find(b"\n", end - base - 1) + 1
             yield base, block[:keep]
             return
         yield base, block
@@ -557,10 +714,33 @@ def _iter_blocks(url: str, start: int, end: int | None) -> Iterator[tuple[int, b
 
 def _iter_chunks(url: str, start: int) -> Iterator[tuple[int, bytes]]:
     """(offset, bytes) of the decompressed file from the first line start at or after
-    ``start``. Raises ``_StreamError`` for a stream that ends early or cannot be decoded."""
+    ``start``. Raises ``_StreamError`` for a stream that ends early or cannot be decoded.
+
+    gzip is decoded by python-isal when it is installed; when that fails (a cut or corrupt
+    stream), the rest is decoded again by the standard ``gzip`` from where isal stopped, since
+    isal drops the last bytes it decoded before the damage and ``gzip`` keeps them all."""
+    comp = compression(url)
+    fast = _gzip_module() if comp == "gzip" else None
+    pos = 0
+    try:
+        for pos, chunk in _chunks(url, start, comp, fast):
+            yield pos, chunk
+            pos += len(chunk)
+    except _StreamError:
+        if fast is None or fast is gzip:
+            raise
+        skip = pos
+        for pos, chunk in _chunks(url, 0, comp, gzip):  # noqa: B020 - resumes the count
+            if pos + len(chunk) <= skip:
+                continue
+            chunk = chunk[max(0, skip - pos) :]
+            pos = max(pos, skip)
+            yield pos, chunk
+
+
+def _chunks(url: str, start: int, comp: str | None, gz: Any) -> Iterator[tuple[int, bytes]]:
     from refine.pipeline.inputs import open_url
 
-    comp = compression(url)
     try:
         raw = open_url(url).open()
     except Exception as e:  # noqa: BLE001 - fsspec, HTTP, S3 errors all end here
@@ -568,7 +748,7 @@ def _iter_chunks(url: str, start: int) -> Iterator[tuple[int, bytes]]:
     pos = 0
     try:
         if comp == "gzip":
-            stream: Any = gzip.GzipFile(fileobj=raw, mode="rb")
+            stream: Any = gz.GzipFile(fileobj=raw, mode="rb")
         elif comp == "zstd":
             stream = _ZstdStream(raw)
         else:
@@ -638,6 +818,17 @@ def _read_up_to(read: Any, n: int) -> bytes:
         parts.append(b)
         have += len(b)
     return b"".join(parts)
+
+
+def _gzip_module() -> Any:
+    """python-isal's ``igzip`` (Intel's ISA-L: the same bytes ~2.8x faster than zlib, measured
+    on the sample text), else the standard ``gzip``."""
+    try:
+        from isal import igzip
+
+        return igzip
+    except ImportError:
+        return gzip
 
 
 class _ZstdStream:
@@ -716,9 +907,9 @@ def _parquet_rows(t: pa.Table, row0: int, cols: _Columns) -> int:
     """Add one row group's records; return its text bytes."""
     f = cols.f
     n = t.num_rows
-    rows = np.arange(row0, row0 + n)
-    text = t[f.text].combine_chunks()
-    reasons: list[str | None] = [None] * n
+    rows = np.arange(row0, row0 + n, dtype=np.int64)
+    text = _one_chunk(t[f.text])
+    bad = np.zeros(n, dtype=bool)
     if pa.types.is_binary(text.type) or pa.types.is_large_binary(text.type):
         try:
             text = text.cast(pa.large_string())
@@ -728,56 +919,25 @@ def _parquet_rows(t: pa.Table, row0: int, cols: _Columns) -> int:
                 try:
                     decoded.append(None if b is None else b.decode("utf-8"))
                 except UnicodeDecodeError:
-                    reasons[i] = "invalid_utf8"
+                    cols.problem("invalid_utf8", int(rows[i]), "text is not UTF-8")
+                    bad[i] = True
                     decoded.append(None)
             text = pa.array(decoded, pa.large_string())
     elif not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
         for i in range(n):
             cols.problem("text_not_string", int(rows[i]), f"{f.text!r} is {text.type}")
         return 0
-    text = text.cast(pa.large_string())
     nbytes = int(pc.sum(pc.binary_length(text)).as_py() or 0)
-    blank = pc.fill_null(pc.equal(pc.binary_length(pc.utf8_trim_whitespace(text)), 0), True)
-    for i in np.flatnonzero(blank.to_numpy(zero_copy_only=False)).tolist():
-        if reasons[i] is None:
-            reasons[i] = "missing_text" if not text[i].is_valid else "empty_text"
-    keep = np.array([r is None for r in reasons], dtype=bool)
-    details = {"missing_text": f"{f.text!r} is null", "invalid_utf8": "text is not UTF-8"}
-    for i in np.flatnonzero(~keep).tolist():
-        cols.problem(reasons[i], int(rows[i]), details.get(reasons[i]))
-    if not keep.any():
-        return nbytes
-    mask = pa.array(keep)
-    kept = t.filter(mask)
-    positions = rows[keep].tolist()
+    if text.null_count:
+        nulls = text.is_null().to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(nulls & ~bad).tolist():
+            cols.problem("missing_text", int(rows[i]), f"{f.text!r} is null")
+        keep = pa.array(~nulls)
+        t, text, rows = t.filter(keep), text.filter(keep), rows[~nulls]
 
     def col(name: str | None) -> pa.Array | None:
-        if name is None or name not in kept.column_names:
-            return None
-        return kept[name].combine_chunks()
+        return None if name is None or name not in t.column_names else t[name]
 
-    ids = col(f.id)
-    if ids is not None and not pa.types.is_string(ids.type):
-        ids = ids.cast(pa.string())
-    if ids is not None and ids.null_count:
-        ids = _ids(ids.to_pylist(), positions, cols)
-    urls = col(f.url)
-    if urls is not None and not pa.types.is_string(urls.type):
-        urls = urls.cast(pa.string())
-    metadata = {}
-    for src, out in f.metadata:
-        t_out = f.metadata_schema.field(out).type
-        values = col(src)
-        if values is None:
-            metadata[out] = pa.nulls(len(positions), t_out)
-            cols.count("metadata_missing", len(positions))
-        elif values.type != t_out:
-            try:
-                metadata[out] = values.cast(t_out)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                metadata[out] = pa.nulls(len(positions), t_out)
-                cols.count("metadata_mismatch", len(positions))
-        else:
-            metadata[out] = values
-    cols.add(positions, text.filter(mask), ids, urls, col(f.date), metadata)
+    metadata = {out: col(src) for src, out in f.metadata}
+    cols.add(rows, text, col(f.id), col(f.url), col(f.date), metadata)
     return nbytes
