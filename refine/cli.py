@@ -108,15 +108,17 @@ def _short(value: object, width: int = 300) -> str:
 
 
 def _inspect(args: argparse.Namespace, console: Console) -> int:
-    from refine.inspect import inspect
+    from refine.inspect import count_matching, inspect
 
     rows = inspect(args.output, args.stage, reason=args.reason, kept=args.kept, n=args.n)
+    total = count_matching(args.output, args.stage, reason=args.reason, kept=args.kept)
     if args.json:
         print(json.dumps(rows, default=str, ensure_ascii=False, indent=1))
         return 0
     out = _console(stderr=False)
     what = "kept" if args.kept else f"dropped{f' as {args.reason}' if args.reason else ''}"
-    out.print(f"[bold]{args.stage}[/bold]: {len(rows)} document(s) {what}")
+    shown = f"{len(rows)} of {total}" if len(rows) < total else f"{total}"
+    out.print(f"[bold]{args.stage}[/bold]: {shown} document(s) {what}")
     for r in rows:
         out.rule()
         out.print(f"[bold]{r['url'] or r['source']}[/bold]  id={r['id']}")
@@ -258,12 +260,17 @@ def _stages(args: argparse.Namespace, console: Console) -> int:
 
     for name in STAGES:
         cls = stage_class(name)
-        console.print(
-            f"[bold]{name}[/bold] ({cls.kind}): {(cls.__doc__ or '').strip().splitlines()[0]}"
-        )
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        console.print(f"[bold]{name}[/bold] ({cls.kind}): {summary}", highlight=False)
         for field, info in cls.Params.model_fields.items():
             desc = f"  # {' '.join(info.description.split())}" if info.description else ""
-            console.print(f"    {field}: {info.default!r}{desc}")
+            if info.is_required():
+                default = "(required)"
+            elif info.default_factory is not None:
+                default = repr(info.default_factory())
+            else:
+                default = repr(info.default)
+            console.print(f"    {field}: {default}{desc}", highlight=False, markup=False)
     return 0
 
 

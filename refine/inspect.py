@@ -84,9 +84,7 @@ def inspect(
     output = Path(output)
     folder = _folder_of(output, stage)
     dataset = _log(output, folder)
-    condition = pc.field("kept") == kept
-    if reason is not None:
-        condition = condition & (pc.field("reason") == reason)
+    condition = _condition(dataset, stage, reason, kept)
     table = dataset.head(n, filter=condition) if n > 0 else dataset.to_table(filter=condition)
     rows = table.to_pylist()
     texts = _texts(output, folder, [r["id"] for r in rows if r.get("id")])
@@ -107,7 +105,43 @@ def inspect(
     return out
 
 
-def explain(output: str | Path, *, doc_id: str | None = None, url: str | None = None) -> dict:
+def _condition(dataset: ds.Dataset, stage: str, reason: str | None, kept: bool) -> Any:
+    """The filter for kept / dropped (as ``reason``) rows; a reason the stage never gave is a
+    ``RefineError`` listing the ones it gave."""
+    condition = pc.field("kept") == kept
+    if reason is None:
+        return condition
+    given = drop_reasons(dataset)
+    if reason not in given:
+        listed = ", ".join(f"{r} ({n})" for r, n in given.items()) or "none: it dropped nothing"
+        raise RefineError(f"stage {stage!r} dropped nothing as {reason!r}; its reasons: {listed}")
+    return condition & (pc.field("reason") == reason)
+
+
+def drop_reasons(dataset: ds.Dataset) -> dict[str, int]:
+    """reason -> documents the stage dropped for it, most first."""
+    reasons = dataset.to_table(columns=["reason"], filter=pc.field("kept") == False)  # noqa: E712
+    counts = pc.value_counts(reasons["reason"]) if reasons.num_rows else []
+    pairs = [(c["values"].as_py(), c["counts"].as_py()) for c in counts]
+    return dict(sorted(((r, n) for r, n in pairs if r is not None), key=lambda x: -x[1]))
+
+
+def count_matching(
+    output: str | Path, stage: str, *, reason: str | None = None, kept: bool = False
+) -> int:
+    """How many documents ``inspect`` could show: all the stage dropped (as ``reason``) or kept."""
+    output = Path(output)
+    dataset = _log(output, _folder_of(output, stage))
+    return dataset.count_rows(filter=_condition(dataset, stage, reason, kept))
+
+
+def explain(
+    output: str | Path,
+    *,
+    doc_id: str | None = None,
+    url: str | None = None,
+    _retry: bool = False,
+) -> dict:
     """The decision of every stage about one document (by id, or every capture of a URL), in
     pipeline order, up to the stage that dropped it."""
     if (doc_id is None) == (url is None):
@@ -136,6 +170,13 @@ def explain(output: str | Path, *, doc_id: str | None = None, url: str | None = 
                     {k: v for k, v in r.items() if k not in CORE},
                 )
             )
+    if not fates and doc_id is not None and not _retry:
+        # a WARC-Record-ID is written <urn:uuid:...>: accept it with or without the brackets
+        other = doc_id[1:-1] if doc_id.startswith("<") and doc_id.endswith(">") else f"<{doc_id}>"
+        try:
+            return explain(output, doc_id=other, _retry=True)
+        except RefineError:
+            pass
     if not fates:
         raise RefineError(
             f"no document with {field_name} {value!r} in any decision log of {output}"

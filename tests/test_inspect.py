@@ -64,7 +64,8 @@ def test_inspect_shows_exactly_the_dropped_documents(run_output):
         assert r["text"] and "Buy now" in r["text"]  # the text it was judged on
     kept = inspect(run_output, "gopher_quality", kept=True, n=2)
     assert len(kept) == 2 and all(r["id"] not in dropped for r in kept)
-    assert inspect(run_output, "gopher_quality", reason="no_such_reason") == []
+    with pytest.raises(RefineError, match=r"no_such_reason.*its reasons: gopher_short_doc \(2\)"):
+        inspect(run_output, "gopher_quality", reason="no_such_reason")
 
 
 def test_explain_follows_one_document(run_output):
@@ -80,6 +81,8 @@ def test_explain_follows_one_document(run_output):
     assert all(d.kept for d in by_url["<urn:uuid:0001>"])
     with pytest.raises(RefineError, match="no document"):
         explain(run_output, doc_id="<urn:uuid:nope>")
+    # a WARC-Record-ID with or without its angle brackets
+    assert list(explain(run_output, doc_id="urn:uuid:0004")) == ["<urn:uuid:0004>"]
 
 
 def test_cli_inspect_and_explain(run_output):
@@ -90,3 +93,16 @@ def test_cli_inspect_and_explain(run_output):
     assert r.returncode == 0 and "gopher_short_doc" in r.stdout
     r = run_cli("inspect", str(run_output), "--stage", "nonesuch")
     assert r.returncode == 2 and "no stage 'nonesuch'" in r.stderr
+    r = run_cli("inspect", str(run_output), "--stage", "gopher_quality", "-n", "1")
+    assert r.returncode == 0 and "1 of 2 document(s) dropped" in r.stdout, r.stdout
+    r = run_cli("inspect", str(run_output), "--stage", "gopher_quality", "--reason", "nosuch")
+    assert r.returncode == 2 and "its reasons: gopher_short_doc (2)" in r.stderr, r.stderr
+
+
+def test_cli_stages_lists_every_default():
+    r = run_cli("stages")
+    assert r.returncode == 0, r.stderr
+    shown = r.stdout + r.stderr
+    assert "PydanticUndefined" not in shown
+    assert "formats: ['parquet', 'megatron', 'flat']" in shown
+    assert "model: (required)" in shown  # perplexity's KenLM model has no default

@@ -94,7 +94,8 @@ class TokenizeParams(StageParams):
 
 
 class Tokenize(GlobalStage):
-    """Tokenize the documents and write shards; see the module docstring."""
+    """Tokenizes the final documents (an EOS after each, a BOS when the tokenizer wants one) into
+    shards for trainers: Parquet, Megatron .bin/.idx and a flat token stream, with a manifest."""
 
     name = "tokenize"
     path_params = ("tokenizer",)
