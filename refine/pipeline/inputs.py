@@ -103,7 +103,7 @@ def crawl_paths(
         with open_url(listing, timeout) as f:
             raw = f.read()
     except (OSError, ValueError, TimeoutError) as e:
-        raise InputError(f"crawl {crawl_id}: cannot read {listing}: {e!r}") from None
+        raise InputError(f"crawl {crawl_id}: cannot read {listing}: {describe_error(e)}") from None
     try:
         text = gzip.decompress(raw).decode("utf-8")
     except (OSError, EOFError, UnicodeDecodeError) as e:
@@ -112,6 +112,48 @@ def crawl_paths(
     if max_files is not None:
         paths = paths[:max_files]
     return [base + p for p in paths]
+
+
+def root_cause(e: BaseException) -> BaseException:
+    """The innermost exception of ``e``'s chain: fsspec's http filesystem turns a DNS failure,
+    a refused connection or a 404 alike into ``FileNotFoundError(url)``, the cause behind it."""
+    seen = {id(e)}
+    while True:
+        nxt = e.__cause__ or e.__context__
+        if nxt is None or id(nxt) in seen:
+            return e
+        seen.add(id(nxt))
+        e = nxt
+
+
+def describe_error(e: BaseException) -> str:
+    """One line saying why a remote read failed, naming the real error: a name that does not
+    resolve (DNS), a refused connection, a time-out, an HTTP status, or the exception itself."""
+    import socket
+
+    chain = []
+    cur: BaseException | None = e
+    while cur is not None and len(chain) < 20:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for err in chain:
+        if isinstance(err, socket.gaierror) or type(err).__name__ == "ClientConnectorDNSError":
+            host = getattr(err, "host", None)  # aiohttp's connector errors carry the host
+            where = f" {host}" if isinstance(host, str) and host else ""
+            return f"DNS: cannot resolve host{where} ({root_cause(e)})"
+    for err in chain:
+        status = getattr(err, "status", None)
+        if isinstance(status, int) and status >= 400:
+            message = getattr(err, "message", "") or ""
+            return f"HTTP {status} {message}".strip()
+        if isinstance(err, ConnectionRefusedError):
+            return f"connection refused ({err})"
+        if isinstance(err, TimeoutError) or type(err).__name__ in ("ServerTimeoutError",):
+            return f"timed out ({type(err).__name__}: {err})"
+    inner = root_cause(e)
+    if isinstance(e, FileNotFoundError) and inner is e:
+        return "not found (HTTP 404)" if "://" in str(e) else f"not found: {e}"
+    return f"{type(inner).__name__}: {inner}" if str(inner) else type(inner).__name__
 
 
 def _expand_one(pattern: str) -> list[str]:
@@ -199,7 +241,7 @@ def _probe(url: str, timeout: float = HTTP_TIMEOUT) -> InputFile:
             raise InputError(f"input {url!r}: not found") from None
         if isinstance(cause, PermissionError):
             raise InputError(f"input {url!r}: access denied: {cause}") from None
-        what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        what = describe_error(e)
         reason = "timed out" if isinstance(cause, TimeoutError) else "cannot be reached"
         return InputFile(url, None, error=f"{reason} ({what})")
     size = info.get("size")
