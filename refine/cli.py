@@ -55,6 +55,46 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace, console: Console) -> int:
+    from refine.pipeline.config import build_stages, load_config
+    from refine.plan import make_plan
+
+    overrides = {"input": args.input, "output": args.output}
+    config = load_config(args.config, overrides)
+    plan = make_plan(args.config, config, build_stages(config.stages))
+    if args.json:
+        print(json.dumps(plan.to_dict(), default=str, indent=1))
+        return 0
+    out = _console(stderr=False)
+    inp = plan.inputs
+    out.print(f"[bold]refine plan[/bold] {plan.config} -> {plan.output}", highlight=False)
+    out.print(
+        f"inputs: {inp['readable']} of {inp['files']} file(s) readable, "
+        f"{inp['bytes'] / 1e9:.2f} GB; parts: {plan.parts if plan.parts is not None else '?'}",
+        highlight=False,
+    )
+    for u in inp["unreachable"]:
+        out.print(f"  could not reach {u['url']}: {u['error']}", highlight=False, markup=False)
+    table = Table(title="stages")
+    for col in ("stage", "kind", "parameters and sources", "docs in (est.)", "worker-h (est.)"):
+        table.add_column(col, justify="right" if "est." in col else "left")
+    for s in plan.stages:
+        params = ", ".join(f"{k}={v}" for k, v in s.params.items())
+        lines = [_short(params, 400)]
+        lines += [f"{k} <- {v}" for k, v in s.sources.items()]
+        if s.problem:
+            lines.append(f"PROBLEM: {s.problem}")
+        docs = f"{s.documents:,.0f}" if s.documents is not None else "?"
+        hours = f"{s.worker_hours:,.2f}" if s.worker_hours is not None else "-"
+        table.add_row(s.folder, s.kind, "\n".join(lines), docs, hours)
+    out.print(table)
+    if plan.worker_hours is not None:
+        out.print(f"total: ~{plan.worker_hours:,.2f} worker-hours (one worker = one core)")
+    for note in plan.notes:
+        out.print(f"note: {note}", highlight=False, markup=False)
+    return 0
+
+
 def _print_report(report: dict, console: Console) -> None:
     table = Table(title="refine: per-stage keep rates")
     for col in (
@@ -381,6 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
     tq.add_argument("--threads", type=int, help="training threads (1 makes training repeatable)")
     tq.add_argument("--seed", type=int, default=0, help="shuffle / held-out split seed")
     tq.set_defaults(func=_train_quality)
+
+    pl = sub.add_parser(
+        "plan", help="what a run would do, from where, at what cost (nothing is run or written)"
+    )
+    pl.add_argument("config", help="pipeline YAML")
+    pl.add_argument("--input", nargs="+", help="files, globs, URLs or crawl ids (overrides input:)")
+    pl.add_argument("--output", help="output directory (overrides output:)")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(func=_plan)
 
     st = sub.add_parser("stages", help="list the registered stages and their parameters")
     st.set_defaults(func=_stages)
