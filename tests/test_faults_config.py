@@ -124,3 +124,23 @@ def test_names_from_inputs_never_leave_the_output(tmp_path):
     written = [p for p in real_out.rglob("*") if p.is_file()]
     assert written and all(os.path.realpath(p).startswith(str(real_out.resolve())) for p in written)
     assert not any("escape" in p.name for p in written)
+
+
+def test_a_folder_refine_did_not_make_is_never_cleaned(tmp_path):
+    """An output folder that already holds documents/ (or tokens/, stages/...) but no marker of
+    refine's is refused with one line; nothing in it is touched. A folder refine made is used."""
+    warc = write_warc(tmp_path / "a.warc.gz", [record(http_body=PAGE.format("x").encode())])
+    out = tmp_path / "someone-elses"
+    (out / "documents").mkdir(parents=True)
+    (out / "documents" / "mine.parquet").write_text("not refine's")
+    cfg = write_config(tmp_path / "c.yaml", [str(warc)], out, FAST_STAGES)
+    r = run_cli("run", str(cfg), "--no-progress")
+    assert r.returncode == 2
+    line = _one_line_error(r)
+    assert "was not made by refine" in line and "documents" in line
+    assert sorted(p.name for p in (out / "documents").iterdir()) == ["mine.parquet"]
+    fresh = tmp_path / "fresh"
+    cfg = write_config(tmp_path / "d.yaml", [str(warc)], fresh, FAST_STAGES)
+    assert run_cli("run", str(cfg), "--no-progress").returncode == 0
+    assert (fresh / ".refine-output").is_file()
+    assert run_cli("run", str(cfg), "--no-progress").returncode == 0  # its own: used again

@@ -35,6 +35,8 @@ import pyarrow.parquet as pq
 from refine.errors import RefineError
 
 TMP_PREFIX = ".tmp-"
+#: Written into every output folder refine makes (see ``OutputLayout.prepare``).
+MARKER = ".refine-output"
 _COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 #: The folders refine writes under OUTPUT, and how many levels of sub-folders below each are
 #: checked for links (``documents/NN_name``; ``_state/done/KEY``).
@@ -86,15 +88,43 @@ class OutputLayout:
         return self.done_dir(key) / f"part-{safe_component(part_id)}.json"
 
     def prepare(self) -> None:
-        """Create the output folder and prove it is writable, before any work starts."""
+        """Create the output folder and prove it is writable, before any work starts.
+
+        A re-run deletes what it recomputes under ``documents/``, ``stages/``, ``tokens/``...:
+        a folder refine did not make (no ``MARKER``, no ``_state/`` of an earlier version) that
+        already holds any of those is refused, never cleaned."""
+        self.refuse_links()
+        self.refuse_foreign()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f"{TMP_PREFIX}probe-{uuid.uuid4().hex}"
             probe.write_bytes(b"ok")
             probe.unlink()
+            marker = self.root / MARKER
+            if not marker.exists():
+                marker.write_text(
+                    "This folder is a refine output: refine run may delete and rewrite what is "
+                    "in it.\n",
+                    encoding="utf-8",
+                )
         except OSError as e:
             raise RefineError(f"output directory {self.root} is not writable: {e}") from None
         self.refuse_links()
+
+    def refuse_foreign(self) -> None:
+        """``RefineError`` when OUTPUT exists, was not made by refine, and holds a folder refine
+        would write or delete in."""
+        if not self.root.is_dir() or (self.root / MARKER).exists():
+            return
+        if (self.root / "_state" / "segments").is_dir():  # made by refine before the marker
+            return
+        found = sorted(n for n in (*_MANAGED, "report.json") if (self.root / n).exists())
+        if found:
+            raise RefineError(
+                f"output directory {self.root} was not made by refine but holds "
+                f"{', '.join(found)}: refine would delete or overwrite them; choose another "
+                f"output, or add the file {MARKER} there if refine may use it"
+            )
 
     def refuse_links(self) -> None:
         """Fail (``RefineError``) if a folder refine writes or deletes under OUTPUT is a
