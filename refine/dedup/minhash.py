@@ -14,7 +14,8 @@ instead, on keys only, when the data is under ``single_task_rows``: see the para
    edges are de-duplicated after a shuffle on their larger end;
 3. optional (``verify_jaccard``): each candidate edge meets both documents' shingle sets through
    two shuffles and is kept only if their true Jaccard similarity reaches ``jaccard_threshold``;
-4. connected components by min-label propagation over Dask shuffles (``components.py``);
+4. connected components by randomised local contraction over Dask shuffles (``components.py``):
+   O(log n) rounds whatever the longest chain of near-duplicates;
 5. Dask shuffle on the label: each cluster's size, and for each member its survivor (the
    cluster's smallest name); a shuffle on the part then writes each part's flags as one file;
 6. per part: non-survivors are dropped and logged with ``duplicate_of`` (the survivor's id) and
@@ -77,9 +78,12 @@ class DedupMinhashParams(StageParams):
     jaccard_threshold: float = Field(0.8, ge=0.0, le=1.0)
     """Used only with ``verify_jaccard``."""
     max_iterations: int = Field(50, ge=1)
-    """Rounds of label propagation before giving up; a cluster whose diameter exceeds it is
-    left split (more survivors, never fewer). ``counters.cc_converged`` says whether it happened.
-    Only the distributed connected components have rounds; the one-task path always finishes."""
+    """Rounds of contraction before giving up (O(log n) rounds are needed, whatever the
+    cluster's diameter: 10-12 for a chain of 2,000 near-duplicates; see ``components.py``); a
+    cluster still in several pieces then is left split (more survivors, never fewer).
+    ``counters.cc_converged`` says whether it happened, ``counters.cc_iterations`` how many
+    rounds ran. Only the distributed connected components have rounds; the one-task path
+    always finishes."""
     single_task_rows: int = Field(SINGLE_TASK_ROWS, ge=0)
     """Up to this many band rows (signed documents x ``num_bands``), the bucket grouping runs
     as one Dask task instead of two shuffles; up to this many candidate edges, so do connected
