@@ -205,3 +205,55 @@ def test_each_part_shuffles_one_row_per_distinct_line(tmp_path):
     assert max(r["count"] for r in keys) == by_line[normalize_line(HOT)] == 90 + 30
     occurrences = pq.read_table(tmp_path / "lines" / "part-00000.parquet")
     assert occurrences.num_rows == sum(by_line.values())  # kept beside the part, not shuffled
+
+
+def expected_by_bucket(docs, buckets, max_occurrences=6, min_chars=20):
+    """Llama 3's rule computed here: counts per bucket of documents (bucket from the id)."""
+    from refine.dedup.lines import bucket_of
+
+    bucket = {d: bucket_of(d, buckets) for d, _ in docs}
+    counts = Counter(
+        (bucket[d], normalize_line(line))
+        for d, text in docs
+        for line in text.split("\n")
+        if len(line.strip()) >= min_chars
+    )
+    out = {}
+    for doc_id, text in docs:
+        kept = [
+            line
+            for line in text.split("\n")
+            if len(line.strip()) < min_chars
+            or counts[(bucket[doc_id], normalize_line(line))] <= max_occurrences
+        ]
+        new = "\n".join(kept)
+        if new.strip() or new == text:
+            out[doc_id] = new
+    return out
+
+
+@pytest.mark.parametrize("n_parts, workers, single", [(1, 1, None), (5, 2, 0)])
+def test_bucket_docs_counts_lines_per_bucket_as_llama3(tmp_path, n_parts, workers, single):
+    """200 documents in buckets of 50 (4 buckets): a line in 20 documents overall but at most
+    6 of any bucket stays; one in 40 documents goes from the buckets where it passes 6."""
+    spread = "A footer line that is spread thinly over the whole corpus here"
+    dense = "A navigation line that appears in many documents of this corpus"
+    docs = []
+    for i in range(200):
+        lines = [f"Unique paragraph number {i} talks about its own subject at length."]
+        if i % 10 == 0:
+            lines.append(spread)  # 20 documents
+        if i % 5 == 0:
+            lines.append(dense)  # 40 documents
+        docs.append((f"doc-{i:03d}", "\n".join(lines)))
+    params = {"bucket_docs": 50} if single is None else {"bucket_docs": 50, "single_task_rows": 0}
+    stats, got, _ = run_stage(tmp_path, docs, n_parts, workers, **params)
+    assert stats.counters["buckets"] == 4
+    want = expected_by_bucket(docs, 4)
+    assert got == want
+    assert want != expected(docs)  # the rule differs from the corpus-wide count here
+    kept_spread = sum(spread in t for t in got.values())
+    assert 0 < kept_spread  # under the limit in some bucket: kept there
+    (tmp_path / "one").mkdir()
+    one_bucket, _, _ = run_stage(tmp_path / "one", docs, n_parts, workers)
+    assert one_bucket.counters["buckets"] == 1  # the default 30M: one bucket, the corpus count

@@ -1,7 +1,8 @@
 """``dedup_lines``: drop lines that occur more than ``max_occurrences`` times across the corpus
 (Llama 3's line-level dedup; CCNet's paragraph hashing), as a global stage in three phases:
 
-1. per part: a 64-bit hash of every normalised line of at least ``min_chars`` characters. Its
+1. per part: a 64-bit hash of every normalised line of at least ``min_chars`` characters (mixed
+   with the document's bucket when the corpus has more than ``bucket_docs`` documents). Its
    occurrences (hash, row, line) stay beside the part, unshuffled; what goes on is the part's
    *combined* counts, one row (hash, part, count) per distinct line of the part;
 2. Dask's shuffle on the hash, then per shuffled partition each hash's corpus count (the sum over
@@ -35,6 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import xxhash
 from pydantic import Field
 
 from refine.dedup.keyed import (
@@ -54,6 +56,12 @@ class DedupLinesParams(StageParams):
     max_occurrences: int = Field(default=6, ge=1)
     """A line seen more than this many times in the corpus is removed from every document
     (Llama 3: more than 6 times per bucket of 30M documents)."""
+    bucket_docs: int = Field(default=30_000_000, ge=1)
+    """Llama 3 counts lines per bucket of 30M documents: with N documents in, they are split
+    into ceil(N / bucket_docs) buckets (a document's bucket comes from a hash of its id, so it
+    does not depend on parts or workers) and a line is removed from the documents of a bucket
+    where it occurs more than ``max_occurrences`` times. ``max_occurrences`` thus means the
+    same at any corpus size; a corpus of up to bucket_docs documents is one bucket."""
     min_chars: int = Field(default=20, ge=1)
     """Shorter lines (after stripping) are never counted or removed."""
     single_task_rows: int = Field(SINGLE_TASK_ROWS, ge=0)
@@ -72,6 +80,25 @@ def line_key(line: str) -> int:
     return int.from_bytes(digest.digest(), "little", signed=True)
 
 
+def bucket_of(doc_id: str | None, buckets: int) -> int:
+    """A document's line-counting bucket: xxh3_64 of its id modulo the number of buckets."""
+    if buckets <= 1:
+        return 0
+    return xxhash.xxh3_64_intdigest((doc_id or "").encode("utf-8", "surrogatepass")) % buckets
+
+
+_MASK = (1 << 64) - 1
+
+
+def bucket_key(key: int, bucket: int) -> int:
+    """The counting key of a line in a bucket (bucket 0 keeps the line's own key, so one
+    bucket counts exactly as without buckets)."""
+    if bucket == 0:
+        return key
+    mixed = (((key & _MASK) * 0x9E3779B97F4A7C15) ^ (bucket * 0xC2B2AE3D27D4EB4F)) & _MASK
+    return mixed - (1 << 64) if mixed >= 1 << 63 else mixed
+
+
 class DedupLines(GlobalStage):
     """Removes lines repeated across the corpus more than ``max_occurrences`` times."""
 
@@ -86,10 +113,17 @@ class DedupLines(GlobalStage):
         keys_dir, lines_dir, flags_dir = work / "keys", work / "lines", work / "flags"
         client = ctx.client
         n = len(parts)
+        docs = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        buckets = max(1, -(-docs // self.params.bucket_docs))
         combined = sum(
             client.gather(
                 client.map(
-                    self._write_keys, parts, [str(keys_dir)] * n, [str(lines_dir)] * n, pure=False
+                    self._write_keys,
+                    parts,
+                    [str(keys_dir)] * n,
+                    [str(lines_dir)] * n,
+                    [buckets] * n,
+                    pure=False,
                 )
             )
         )
@@ -125,6 +159,7 @@ class DedupLines(GlobalStage):
                 if old is None or e["id"] < old["id"]:
                     examples[e["normalized"]] = e
         stats.counters["repeated_lines"] = repeated
+        stats.counters["buckets"] = buckets
         stats.counters["max_rows_per_line_key"] = max_rows
         stats.counters["flags_one_task"] = int(one_task)
         stats.examples = pick_examples(list(examples.values()), key=_most_repeated)
@@ -135,17 +170,20 @@ class DedupLines(GlobalStage):
         remove_tree(work)
         return stats
 
-    def _write_keys(self, part: str, keys_dir: str, lines_dir: str) -> int:
+    def _write_keys(self, part: str, keys_dir: str, lines_dir: str, buckets: int = 1) -> int:
         """Phase 1: the part's line occurrences to ``lines_dir`` (read back by its own apply
         task), and one row per distinct line with its count in the part to ``keys_dir`` (the
         only rows that are shuffled). Returns that number of rows."""
-        table = pq.read_table(part, columns=["text"])
+        columns = ["text", "id"] if buckets > 1 else ["text"]
+        table = pq.read_table(part, columns=columns)
         part_id = Path(part).stem
+        ids = table["id"].to_pylist() if buckets > 1 else [None] * table.num_rows
         keys, rows, lines = [], [], []
         for row, text in enumerate(table["text"].to_pylist()):
+            bucket = bucket_of(ids[row], buckets)
             for i, line in enumerate((text or "").split("\n")):
                 if len(line.strip()) >= self.params.min_chars:
-                    keys.append(line_key(line))
+                    keys.append(bucket_key(line_key(line), bucket))
                     rows.append(row)
                     lines.append(i)
         occurrences = pa.table(
