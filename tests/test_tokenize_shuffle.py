@@ -156,3 +156,13 @@ def test_files_written_grow_with_parts_plus_outputs_not_their_product(tmp_path):
     got = pa.concat_tables(written)
     assert got.schema.equals(every.schema)
     assert got.equals(expected)
+
+
+def test_output_part_names_sort_in_number_order_past_99999_parts():
+    from refine.tokenize.shuffle import part_width
+
+    for n in (1, 10, 100_000, 100_001, 3_000_000):
+        width = part_width(n)
+        names = [f"part-{k:0{width}d}.parquet" for k in (0, 9, 99_999, n - 1) if k < n]
+        assert names == sorted(names), n
+    assert part_width(100_000) == 5 and part_width(100_001) == 6

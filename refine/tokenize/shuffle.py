@@ -260,6 +260,7 @@ def _move(client: Any, parts: list[str], ranks_dir: str, output_dir: str, n_out:
     written = by_out.map_partitions(
         _assemble,
         output_dir,
+        part_width(n_out),
         meta=pd.DataFrame(
             {"out": pd.Series([], dtype="int64"), "rows": pd.Series([], dtype="int64")}
         ),
@@ -269,7 +270,13 @@ def _move(client: Any, parts: list[str], ranks_dir: str, output_dir: str, n_out:
         raise RuntimeError(f"shuffle wrote output parts {sorted(done['out'])}, not 0..{n_out - 1}")
 
 
-def _assemble(df: Any, output_dir: str) -> Any:
+def part_width(n: int) -> int:
+    """Digits of the part numbers of ``n`` parts (at least 5): names sort as strings in
+    number order past 99,999 parts (readers list part files in string order)."""
+    return max(5, len(str(max(n - 1, 0))))
+
+
+def _assemble(df: Any, output_dir: str, width: int = 5) -> Any:
     """pandas, one output partition: its documents from every input part that has some,
     concatenated in input part order and ordered by rank."""
     import pandas as pd
@@ -289,5 +296,5 @@ def _assemble(df: Any, output_dir: str) -> Any:
             frags.append(reader.read_all())
     table = pa.concat_tables(frags, promote_options="default").sort_by("_rank")
     table = table.drop_columns(["_rank"]).combine_chunks()
-    write_parquet_atomic(table, Path(output_dir) / f"part-{out:05d}.parquet")
+    write_parquet_atomic(table, Path(output_dir) / f"part-{out:0{width}d}.parquet")
     return pd.DataFrame({"out": pd.Series([out], dtype="int64"), "rows": [table.num_rows]})
