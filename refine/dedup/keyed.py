@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from refine.pipeline.gather import fold_completed
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import MAX_EXAMPLES, StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
@@ -282,13 +283,17 @@ def apply_flags(
         [ctx.log_dir] * len(parts),
         pure=False,
     )
-    stats = StageStats(name=name)
+    total = StageStats(name=name)
     examples: list[dict] = []
-    for part_stats in client.gather(futures):
-        stats = stats + StageStats.from_dict(part_stats)
-        examples += part_stats["examples"]
-    stats.examples = pick_examples(examples)
-    return stats
+
+    def fold(part_stats: dict) -> None:
+        nonlocal total, examples
+        total = total + StageStats.from_dict(part_stats)
+        examples = pick_examples(examples + part_stats["examples"])  # bounded, order-free
+
+    fold_completed(futures, fold)
+    total.examples = examples
+    return total
 
 
 def pick_examples(items: list[dict], key: Callable[[dict], Any] = _by_id) -> list[dict]:

@@ -45,6 +45,7 @@ from refine.dedup.keyed import (
     write_by_part,
     write_table_by_part,
 )
+from refine.pipeline.gather import fold_completed
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import MAX_EXAMPLES, StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
@@ -150,7 +151,10 @@ class DedupLines(GlobalStage):
         stats = StageStats(name=self.name)
         examples: dict[str, dict] = {}
         repeated, max_rows = 0, 0
-        for part_stats, part_repeated, part_max_rows in client.gather(futures):
+
+        def fold(result: tuple[dict, int, int]) -> None:
+            nonlocal stats, examples, repeated, max_rows
+            part_stats, part_repeated, part_max_rows = result
             stats = stats + StageStats.from_dict(part_stats)
             repeated += part_repeated
             max_rows = max(max_rows, part_max_rows)
@@ -158,6 +162,13 @@ class DedupLines(GlobalStage):
                 old = examples.get(e["normalized"])
                 if old is None or e["id"] < old["id"]:
                     examples[e["normalized"]] = e
+            if len(examples) > 4 * MAX_EXAMPLES:
+                # a line's count is its corpus count in every part: one outside the most
+                # repeated MAX_EXAMPLES now can never enter them later
+                keep = pick_examples(list(examples.values()), key=_most_repeated)
+                examples = {e["normalized"]: e for e in keep}
+
+        fold_completed(futures, fold)
         stats.counters["repeated_lines"] = repeated
         stats.counters["buckets"] = buckets
         stats.counters["max_rows_per_line_key"] = max_rows

@@ -59,6 +59,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from refine.errors import ConfigError
+from refine.pipeline.gather import fold_completed
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
@@ -308,8 +309,12 @@ class DedupSubstring(GlobalStage):
             pure=False,
         )
         stats = StageStats(name=self.name)
-        for part_stats in client.gather(futures):
+
+        def fold(part_stats: dict) -> None:
+            nonlocal stats
             stats = stats + StageStats.from_dict(part_stats)
+
+        fold_completed(futures, fold)
         for key, value in counters.items():
             stats.counters[key] += value
         stats.counters["windows"] = sum(s["windows"] for s in shards)

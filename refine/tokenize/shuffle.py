@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from refine.pipeline.gather import fold_completed
 from refine.pipeline.stage import (
     GlobalContext,
     GlobalStage,
@@ -94,8 +95,11 @@ class Shuffle(GlobalStage):
         if n_docs:
             _rank(client, work, n, self.params.docs_per_part)
         futures = client.map(_split, parts, [str(ranks_dir)] * n, [ctx.log_dir] * n, pure=False)
-        for d in client.gather(futures):
+        def fold(d: dict) -> None:
+            nonlocal stats
             stats = stats + StageStats.from_dict(d)
+
+        fold_completed(futures, fold)
         n_out = -(-n_docs // self.params.docs_per_part)
         if n_out:
             _move(client, parts, str(ranks_dir), ctx.output_dir, n_out)
