@@ -8,6 +8,8 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
+
 from refine.pipeline.cluster import dashboard_link, dask_client
 from refine.pipeline.config import ClusterConfig
 
@@ -49,3 +51,58 @@ def test_remote_scheduler_link_is_passed_through():
     cfg = ClusterConfig(address="tcp://10.0.0.5:8786")
     assert dashboard_link(FakeClient(), cfg) == "http://10.0.0.5:8787/status"
     assert dashboard_link(FakeClient(), ClusterConfig(workers=1)) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        (
+            "slurm",
+            ["#SBATCH -p cpu", "#SBATCH -A proj", "#SBATCH --cpus-per-task=16", "#SBATCH --mem=64G",
+             "#SBATCH -t 24:00:00", "#SBATCH --exclusive"],
+        ),
+        ("pbs", ["#PBS -q cpu", "#PBS -A proj", "ncpus=16:mem=64GB", "#PBS -l walltime=24:00:00"]),
+    ],
+)  # fmt: skip
+def test_batch_job_scripts(kind, expected):
+    """cluster.kind: slurm / pbs: the job script each job runs (dask-jobqueue's job_script()),
+    with single-threaded workers, one per core, in the driver's Python after the prologue."""
+    import sys
+
+    from refine.pipeline.cluster import batch_cluster
+    from refine.pipeline.config import ClusterConfig
+
+    cfg = ClusterConfig(
+        kind=kind,
+        jobs=4,
+        cores=16,
+        memory="64GiB",
+        walltime="24:00:00",
+        queue="cpu",
+        account="proj",
+        job_extra=["--exclusive"] if kind == "slurm" else [],
+        job_script_prologue=["source /opt/refine/venv/bin/activate"],
+    )
+    cluster = batch_cluster(cfg)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in expected:
+        assert line in script, script
+    assert "source /opt/refine/venv/bin/activate" in script
+    assert f"{sys.executable} -m distributed.cli.dask_worker" in script
+    assert "--nthreads 1" in script and "--nworkers 16" in script
+
+
+def test_batch_cluster_config_is_checked():
+    from pydantic import ValidationError
+
+    from refine.pipeline.config import ClusterConfig
+
+    with pytest.raises(ValidationError, match="needs cores and memory"):
+        ClusterConfig(kind="slurm")
+    with pytest.raises(ValidationError, match="exclude each other"):
+        ClusterConfig(kind="pbs", cores=1, memory="1GiB", address="tcp://x:8786")
+    with pytest.raises(ValidationError, match="needs image"):
+        ClusterConfig(kind="kubernetes")

@@ -54,6 +54,16 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = True) -> Iterator[Any]:
         finally:
             client.close()
         return
+    if cfg.kind != "local":
+        cluster = batch_cluster(cfg, silence_logs=level)
+        scale_batch_cluster(cluster, cfg)
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+        return
     n = cfg.workers or os.cpu_count() or 1
     # Our extraction runs a child process per worker; nannies must not be daemonic for that to
     # be allowed by multiprocessing-based libraries, and it costs nothing otherwise.
@@ -76,6 +86,69 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = True) -> Iterator[Any]:
     finally:
         client.close()
         cluster.close()
+
+
+_JOBQUEUE = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+}
+
+
+def batch_cluster(cfg: ClusterConfig, silence_logs: int = logging.CRITICAL) -> Any:
+    """A dask-jobqueue cluster (Slurm, PBS, SGE, LSF) or a dask-kubernetes one, not yet scaled:
+    its ``job_script()`` shows what each job will run. Workers are single-threaded, one per core
+    (refine's tasks are whole partitions), with the driver's Python and environment."""
+    if cfg.kind == "kubernetes":
+        try:
+            from dask_kubernetes.operator import KubeCluster
+        except ImportError as e:
+            raise RefineError(
+                f"cluster.kind: kubernetes needs dask-kubernetes (pip install dask-kubernetes): {e}"
+            ) from None
+        resources = {}
+        if cfg.cores or cfg.memory:
+            limits = {k: v for k, v in (("cpu", cfg.cores), ("memory", cfg.memory)) if v}
+            resources = {"requests": limits, "limits": limits}
+        return KubeCluster(
+            name="refine",
+            image=cfg.image,
+            n_workers=0,
+            resources=resources,
+            worker_command=["dask", "worker", "--nthreads", "1"],
+        )
+    try:
+        import dask_jobqueue
+    except ImportError as e:
+        raise RefineError(f"cluster.kind: {cfg.kind} needs dask-jobqueue: {e}") from None
+    cls = getattr(dask_jobqueue, _JOBQUEUE[cfg.kind])
+    kwargs: dict[str, Any] = {
+        "cores": cfg.cores,
+        "processes": cfg.cores,  # one single-threaded worker per core
+        "memory": cfg.memory,
+        "walltime": cfg.walltime,
+        "queue": cfg.queue,
+        "account": cfg.account,
+        "job_extra_directives": list(cfg.job_extra),
+        "job_script_prologue": list(cfg.job_script_prologue),
+        "worker_extra_args": ["--no-dashboard"],
+        "interface": cfg.interface,
+        "silence_logs": silence_logs,
+    }
+    if cfg.kind == "sge":
+        kwargs.pop("account")
+        kwargs["project"] = cfg.account
+    settings = {"distributed.worker.daemon": False}  # extraction runs a child per worker
+    with dask.config.set(settings):
+        return cls(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def scale_batch_cluster(cluster: Any, cfg: ClusterConfig) -> None:
+    if cfg.kind == "kubernetes":
+        cluster.scale(cfg.jobs)
+    else:
+        cluster.scale(jobs=cfg.jobs)
 
 
 def dashboard_link(client: Any, cfg: ClusterConfig) -> str | None:

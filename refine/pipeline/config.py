@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from refine.errors import ConfigError
 from refine.pipeline.registry import STAGES, stage_class
@@ -42,6 +49,29 @@ class ClusterConfig(BaseModel):
     # serve Dask's dashboard (bokeh) from a LocalCluster; off by default: importing it costs
     # the driver ~1.5 CPU-s at start and refine prints its own progress and report
     dashboard: bool = False
+    # A batch system or Kubernetes starts the workers (dask-jobqueue / dask-kubernetes); the
+    # driver runs the scheduler. Each job runs `cores` single-threaded workers (one per core).
+    kind: Literal["local", "slurm", "pbs", "sge", "lsf", "kubernetes"] = "local"
+    jobs: int = Field(default=1, ge=1)  # batch jobs (or Kubernetes worker pods)
+    cores: int | None = Field(default=None, ge=1)  # per job
+    memory: str | None = None  # per job, e.g. "64GiB"
+    walltime: str | None = None  # e.g. "24:00:00"
+    queue: str | None = None  # Slurm partition / PBS, SGE, LSF queue
+    account: str | None = None  # project to charge
+    job_extra: list[str] = Field(default_factory=list)  # extra #SBATCH / #PBS directives
+    job_script_prologue: list[str] = Field(default_factory=list)  # e.g. "source venv/bin/activate"
+    image: str | None = None  # Kubernetes: the container image with refine installed
+    interface: str | None = None  # batch: network interface workers reach the scheduler on
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ClusterConfig:
+        if self.kind != "local" and self.address:
+            raise ValueError(f"cluster.address and cluster.kind: {self.kind} exclude each other")
+        if self.kind in ("slurm", "pbs", "sge", "lsf") and (not self.cores or not self.memory):
+            raise ValueError(f"cluster.kind: {self.kind} needs cores and memory (per job)")
+        if self.kind == "kubernetes" and not self.image:
+            raise ValueError("cluster.kind: kubernetes needs image (with refine installed)")
+        return self
 
 
 class PipelineConfig(BaseModel):
