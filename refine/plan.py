@@ -77,8 +77,49 @@ class Plan:
         return asdict(self)
 
 
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hugging Face hub (``HF_ENDPOINT``) cannot be reached, or None when it answers."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    try:
+        urllib.request.urlopen(
+            urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout
+        )
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except Exception as e:  # noqa: BLE001 - DNS, refused, time-out: said by describe_error
+        from refine.pipeline.inputs import describe_error
+
+        return describe_error(e)
+    return None
+
+
+def _offline_hub() -> None:
+    """Models and tokenizers from the hub are then looked up in the local cache only: without
+    this, each download retries with back-off for minutes before it fails."""
+    import os
+
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+
+
 def make_plan(path: str, config: PipelineConfig, stages: list[Stage]) -> Plan:
     notes: list[str] = []
+    from huggingface_hub import constants
+
+    unreachable_hub = hub_unreachable()
+    hub = constants.ENDPOINT
+    _offline_hub()  # a plan downloads nothing (a KenLM model is GBs): the local cache is read
+    if unreachable_hub:
+        not_cached = f"not in the local Hugging Face cache, and {hub} cannot be reached"
+        notes.append(f"the Hugging Face hub {hub} cannot be reached ({unreachable_hub})")
+    else:
+        not_cached = f"not in the local Hugging Face cache: downloaded from {hub} at run start"
     source = stages[0]
     files: list[Any] = []
     unreachable: list[dict[str, str]] = []
@@ -111,7 +152,9 @@ def make_plan(path: str, config: PipelineConfig, stages: list[Stage]) -> Plan:
             stage.check()
         except RefineError as e:
             sp.problem = _short(e)
-        sp.sources = _sources(stage)
+            if _only_not_cached(sp.problem):  # said under sources instead
+                sp.problem = None if not unreachable_hub else not_cached
+        sp.sources = _sources(stage, not_cached)
         if stage.kind == "global":
             reach = _REACH_GLOBAL
         elif after_language:
@@ -206,7 +249,11 @@ def _estimate_documents(files: list[Any], notes: list[str]) -> float:
     return total / WARC_BYTES_PER_PAGE
 
 
-def _sources(stage: Stage) -> dict[str, str]:
+def _only_not_cached(message: str) -> bool:
+    return "HF_HUB_OFFLINE" in message or "LocalEntryNotFoundError" in message
+
+
+def _sources(stage: Stage, not_cached: str = "not in the local cache") -> dict[str, str]:
     """param -> where the file it names comes from, and whether it is there."""
     out: dict[str, str] = {}
     from refine.models import resolve_model
@@ -225,7 +272,10 @@ def _sources(stage: Stage) -> dict[str, str]:
         try:
             out[name] = f"{kind}: {resolve_model(spec)}"
         except RefineError as e:
-            out[name] = f"{kind} {spec}: NOT AVAILABLE ({_short(e)})"
+            if _only_not_cached(str(e)):
+                out[name] = f"{kind} {spec}: {not_cached}"
+            else:
+                out[name] = f"{kind} {spec}: NOT AVAILABLE ({_short(e)})"
     if stage.name == "tokenize":
         from refine.tokenize.tokenizer import GPT2_SPEC, resolve_spec
 
@@ -238,5 +288,8 @@ def _sources(stage: Stage) -> dict[str, str]:
                 else f"tokenizer.json: {where}"
             )
         except RefineError as e:
-            out["tokenizer"] = f"{spec}: NOT AVAILABLE ({_short(e)})"
+            if _only_not_cached(str(e)):
+                out["tokenizer"] = f"Hugging Face hub {spec}: {not_cached}"
+            else:
+                out["tokenizer"] = f"{spec}: NOT AVAILABLE ({_short(e)})"
     return out

@@ -26,8 +26,13 @@ def test_plan_offline_crawl_reports_dns_and_exits_0(tmp_path):
     assert "could not reach CC-MAIN-2024-10" in r.stdout and "01_extract" in r.stdout, r.stdout
     r = run_cli("plan", str(cfg), "--json", timeout=120)
     assert r.returncode == 0, r.stderr
-    (unreachable,) = json.loads(r.stdout)["inputs"]["unreachable"]
+    plan = json.loads(r.stdout)
+    (unreachable,) = plan["inputs"]["unreachable"]
     assert "DNS: cannot resolve host no-such-host.invalid" in unreachable["error"]
+    # the hub models and tokenizer of the production config: where they come from, said
+    stages = {s["name"]: s for s in plan["stages"]}
+    assert stages["perplexity"]["sources"]["model"].startswith("Hugging Face hub")
+    assert "tokenizer" in stages["tokenize"]["sources"]
     assert not (tmp_path / "out").exists()
 
 
