@@ -95,6 +95,21 @@ def _plan(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _print_contamination(output: Path, report: dict, console: Console) -> None:
+    """The decontaminate stages' table: per benchmark, items hit, documents dropped or cut."""
+    from refine.report.data import contamination
+
+    for s in report["stages"]:
+        if s["name"] != "decontaminate":
+            continue
+        table = Table(title=f"{s['folder']}: contamination by benchmark")
+        for col in ("benchmark", "items hit", "documents dropped", "documents cut"):
+            table.add_column(col, justify="left" if col == "benchmark" else "right")
+        for r in contamination(output, s["folder"]):
+            table.add_row(r["benchmark"], str(r["items_hit"]), str(r["dropped"]), str(r["cut"]))
+        console.print(table)
+
+
 def _print_report(report: dict, console: Console) -> None:
     table = Table(title="refine: per-stage keep rates")
     for col in (
@@ -128,7 +143,9 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     path = Path(args.output) / "report.json"
     if not path.is_file():
         raise RefineError(f"{path}: no report here (has `refine run` finished on this output?)")
-    _print_report(json.loads(path.read_text(encoding="utf-8")), _console(stderr=False))
+    report = json.loads(path.read_text(encoding="utf-8"))
+    _print_report(report, _console(stderr=False))
+    _print_contamination(Path(args.output), report, _console(stderr=False))
     if args.html:
         from refine.report import render_html
 

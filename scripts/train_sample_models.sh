@@ -5,6 +5,8 @@
 #
 #   sample-en.binary, sample-en.sp.model   order-3 KenLM + SentencePiece (the `perplexity` stage)
 #   sample-quality.bin                     fastText bigram classifier (`quality_classifier`)
+#   sample-eval.jsonl                      a stand-in evaluation set (`decontaminate`): 50
+#                                          passages of that text as benchmark items
 #
 #   scripts/train_sample_models.sh [--force]
 #
@@ -30,7 +32,7 @@ PYTHON="${PYTHON:-python3}"
 DATA="${REFINE_TEST_DATA:-../shared/data}"
 OUT="${REFINE_MODELS:-.cache/refine/models}"
 TEXT="$DATA/text/cc-main-2019-30-en.jsonl.gz"
-FILES=(sample-en.binary sample-en.sp.model sample-quality.bin)
+FILES=(sample-en.binary sample-en.sp.model sample-quality.bin sample-eval.jsonl)
 
 case "$#:${1:-}" in
     0:) force=0 ;;
@@ -65,6 +67,13 @@ for name, docs in (("prose", prose), ("rest", rest)):
     with open(f"{sys.argv[2]}/{name}.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"text": t}) + "\n" for t in docs)
 print(f"train_sample_models: {len(prose)} prose and {len(rest)} other-line documents")
+# a stand-in evaluation set for `decontaminate`: 25-word passages of 50 prose documents
+with open(f"{sys.argv[2]}/sample-eval.jsonl", "w", encoding="utf-8") as f:
+    items = [t.split()[:25] for t in prose if len(t.split()) >= 25][:50]
+    f.writelines(
+        json.dumps({"id": f"item-{i}", "question": " ".join(words)}) + "\n"
+        for i, words in enumerate(items)
+    )
 EOF
 
 "$PYTHON" -m refine.cli train-lm --text "$work/prose.jsonl" --order 3 --vocab-size 8000 \

@@ -9,7 +9,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from support import REPO, require_shared_data  # noqa: E402
 
-SAMPLE_MODELS = ("sample-en.binary", "sample-en.sp.model", "sample-quality.bin")
+SAMPLE_MODELS = (
+    "sample-en.binary",
+    "sample-en.sp.model",
+    "sample-quality.bin",
+    "sample-eval.jsonl",  # the decontaminate stage's stand-in evaluation set
+)
 
 
 @pytest.fixture(scope="session")

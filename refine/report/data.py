@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -157,3 +158,37 @@ def _examples(output: Path, folder: str, dataset: ds.Dataset, rows: list[dict]) 
         }
         for r in picked
     ]
+
+
+def contamination(output: Path, folder: str) -> list[dict[str, Any]]:
+    """Per benchmark, from a ``decontaminate`` stage's decision log: the distinct items that
+    matched a document, and the documents dropped and cut for it (most first)."""
+    dataset = log_dataset(output, folder)
+    if dataset is None or "decont_benchmark" not in dataset.schema.names:
+        return []
+    cols = ["kept", "decont_hits", "decont_benchmark", "decont_item"]
+    cut = "decont_cut_words" in dataset.schema.names
+    table = dataset.to_table(
+        columns=cols + (["decont_cut_words"] if cut else []),
+        filter=pc.field("decont_hits") > 0,
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    items: dict[str, set] = {}
+    cut_words = table["decont_cut_words"].to_pylist() if cut else [0] * table.num_rows
+    for kept, bench, item, words in zip(
+        table["kept"].to_pylist(),
+        table["decont_benchmark"].to_pylist(),
+        table["decont_item"].to_pylist(),
+        cut_words,
+        strict=True,
+    ):
+        name = bench or "?"
+        r = rows.setdefault(name, {"benchmark": name, "items_hit": 0, "dropped": 0, "cut": 0})
+        items.setdefault(name, set()).add(item)
+        if not kept:
+            r["dropped"] += 1
+        elif words:
+            r["cut"] += 1
+    for name, r in rows.items():
+        r["items_hit"] = len(items[name])
+    return sorted(rows.values(), key=lambda r: (-(r["dropped"] + r["cut"]), r["benchmark"]))

@@ -76,6 +76,7 @@ def _page(output: Path, report: dict) -> str:
         _signals_section(output, stages, configs),
         _language_section(output, stages),
         _dedup_section(output, stages),
+        _contamination_section(output, stages),
         _facts_section(report),
     ]
     title = f"refine report: {escape(str(report.get('output', output)))}"
@@ -376,6 +377,28 @@ def _dedup_section(output: Path, stages: list[dict]) -> str:
             f"<h4>Examples (text as it entered the stage)</h4>{''.join(pairs)}"
         )
     return "<h2>Deduplication</h2>" + "".join(parts) if parts else ""
+
+
+def _contamination_section(output: Path, stages: list[dict]) -> str:
+    """Per benchmark: the items that matched documents, and the documents dropped or cut."""
+    parts = []
+    for s in stages:
+        if s.get("name") != "decontaminate":
+            continue
+        rows = data.contamination(output, s["folder"])
+        body = "".join(
+            f"<tr><td>{escape(r['benchmark'])}</td><td>{_int(r['items_hit'])}</td>"
+            f"<td>{_int(r['dropped'])}</td><td>{_int(r['cut'])}</td></tr>"
+            for r in rows
+        )
+        table = (
+            "<table><tr><th>benchmark</th><th>items hit</th><th>documents dropped</th>"
+            f"<th>documents cut</th></tr>{body}</table>"
+            if rows
+            else "<p>No document matched an evaluation item.</p>"
+        )
+        parts.append(f"<h3>{escape(s['folder'])}</h3>{table}")
+    return "<h2>Contamination</h2>" + "".join(parts) if parts else ""
 
 
 def _is_line_examples(examples: list[dict] | None) -> bool:
