@@ -282,6 +282,10 @@ def test_cli_run_and_bad_benchmark(real_docs, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     (dc,) = [s for s in report["stages"] if s["name"] == "decontaminate"]
+    # the index is built once on the driver into OUT, which every worker sees; not this
+    # machine's cache
+    assert len(list((out / "decontaminate").glob("*.npz"))) == 1
+    assert not list((tmp_path / "cli-cache").rglob("*.npz"))
     # rows 10, 50, 90, 130, 170 planted; 10 is also among the 20 duplicated rows
     assert dc["dropped"] == {"contaminated": 6}
     e = run_cli("explain", str(out), "--id", "d90", "--json", env=env)

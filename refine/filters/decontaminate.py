@@ -24,7 +24,8 @@ documents go through the same functions.
 **Index.** ``hashes`` (uint64, sorted, unique) with ``refs`` (uint32: the item of the first text
 that has the n-gram), plus per item its benchmark and id: 12 bytes per n-gram (10^7 n-grams:
 ~120 MB) and a bitset of ~1 byte per n-gram built on load that rejects most document n-grams before
-the binary search. It is an ``.npz`` under ``$REFINE_CACHE/decontaminate`` (default
+the binary search. It is an ``.npz`` in the run's ``OUT/decontaminate/`` (which the workers see;
+``refine plan`` and stages built outside a run use ``$REFINE_CACHE/decontaminate``, default
 ``~/.cache/refine/decontaminate``), named by a hash of the benchmark files' identities (content for
 local files, size/etag/revision for remote ones) and the params that shape it, written atomically
 on the driver when the pipeline is built; workers load it once per process. Its name enters the
@@ -141,6 +142,14 @@ class Decontaminate(FilterStage):
     def __init__(self, params: StageParams | None = None):
         super().__init__(params)
         self._index_file: str | None = None  # absolute path, set on the driver; travels pickled
+        self._index_dir: str | None = None  # OUT/decontaminate once the run's output is known
+
+    def bind_output(self, root: str | os.PathLike) -> None:
+        """Keep the index in the run's output folder (``OUT/decontaminate/``), which every
+        worker sees (README: OUT is on storage the driver and the workers share), instead of
+        this machine's cache."""
+        self._index_dir = str(Path(root).absolute() / "decontaminate")
+        self._index_file = None
 
     # -- build time (driver) ---------------------------------------------------------------------
     def check(self) -> None:
@@ -149,7 +158,7 @@ class Decontaminate(FilterStage):
     def index_file(self) -> str:
         """The index's file, built now if it is not in the cache (``ConfigError`` on bad input)."""
         if self._index_file is None:
-            self._index_file = build_index(self.params)
+            self._index_file = build_index(self.params, self._index_dir)
         return self._index_file
 
     def model_files(self) -> dict[str, str]:
@@ -159,8 +168,8 @@ class Decontaminate(FilterStage):
     # -- worker ----------------------------------------------------------------------------------
     def _index(self) -> BenchmarkIndex:
         path = self.index_file()
-        if not os.path.exists(path):  # a worker on another machine: rebuild into its own cache
-            self._index_file = None
+        if not os.path.exists(path):  # a worker that does not see it: rebuild into its cache
+            self._index_file, self._index_dir = None, None
             path = self.index_file()
         return load_index(path)
 
@@ -523,7 +532,7 @@ def cache_dir() -> Path:
 _built: dict[str, str] = {}
 
 
-def build_index(params: DecontaminateParams) -> str:
+def build_index(params: DecontaminateParams, directory: str | None = None) -> str:
     """The absolute path of the index for ``params``: from the cache when its key (the benchmark
     files' identities and the params that shape the index) is there, else built and written."""
     files = [(spec, _expand(spec)) for spec in params.benchmarks]
@@ -537,7 +546,7 @@ def build_index(params: DecontaminateParams) -> str:
         ],
     }
     key = xxhash.xxh3_128_hexdigest(json.dumps(key_obj, sort_keys=True))[:24]
-    path = cache_dir() / f"{key}.npz"
+    path = (Path(directory) if directory else cache_dir()) / f"{key}.npz"
     hit = _built.get(str(path))
     if hit is not None and os.path.exists(hit):
         return hit

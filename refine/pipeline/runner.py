@@ -290,6 +290,7 @@ class Runner:
         #: inputs that could not be reached at planning: not read, reported, retried by a re-run
         self.failed_inputs = [f for f in inputs if getattr(f, "error", None)]
         self.stages = build_stages(config.stages)
+        bind_output(self.stages, config.output)
         self.layout = OutputLayout(config.output)
         # which files are read is the source segment's identity (the failed ones keep their
         # place, so part ids stay stable); their sizes tell a changed file (see _sync_state)
@@ -306,6 +307,7 @@ class Runner:
     def prepare(cls, config: PipelineConfig, **kwargs: Any) -> Runner:
         """Validate stages, check their models/imports and resolve inputs: all before any work."""
         stages = build_stages(config.stages)
+        bind_output(stages, config.output)
         for stage in stages:
             stage.check()
         inputs = stages[0].resolve_inputs(config.input)
@@ -688,6 +690,15 @@ class Runner:
                 f"re-run the same command to read them; see {self.layout.report()}"
             )
         return RunSummary(report, parts_total, parts_skipped, merged)
+
+
+def bind_output(stages: list[Stage], output: str) -> None:
+    """Tell the stages that keep driver-built files for their workers (``bind_output``) where
+    the run's output folder is: the storage every worker sees."""
+    for stage in stages:
+        bind = getattr(stage, "bind_output", None)
+        if bind is not None:
+            bind(Path(output).absolute())
 
 
 def _library_changes(
