@@ -67,19 +67,25 @@ def test_missing_s3_object_fails_before_work(tmp_path, s3):
     assert not out.exists()
 
 
-def test_s3_text_inputs_jsonl_split_and_parquet_row_groups(tmp_path, s3):
+def test_s3_text_inputs_jsonl_split_and_parquet_row_groups(tmp_path, s3, monkeypatch):
     """Text inputs on S3: an uncompressed JSONL file split into byte ranges (seeks on s3fs) and
     a Parquet file read by row groups give the same documents as the local files."""
     import gzip
     import json
 
+    import fsspec.config
     import pyarrow as pa
     import pyarrow.parquet as pq
+    import s3fs
 
     from refine.extract.stages import ReadParams, ReadWarc
 
     data = require_shared_data()
     client, env = s3
+    # read in this process: fsspec took FSSPEC_* from the environment when it was imported
+    # (maybe before the fixture set it), and caches S3 filesystems
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"]})
+    s3fs.S3FileSystem.clear_instance_cache()
     with gzip.open(data / "text" / "cc-main-2019-30-en.jsonl.gz", "rb") as f:
         recs = [json.loads(line) for line in f][:300]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
