@@ -33,23 +33,8 @@ def corpus() -> list[tuple[str, str]]:
 
 
 def expected(docs, max_occurrences=6, min_chars=20):
-    counts = Counter(
-        normalize_line(line)
-        for _, text in docs
-        for line in text.split("\n")
-        if len(line.strip()) >= min_chars
-    )
-    out = {}
-    for doc_id, text in docs:
-        kept = [
-            line
-            for line in text.split("\n")
-            if len(line.strip()) < min_chars or counts[normalize_line(line)] <= max_occurrences
-        ]
-        new = "\n".join(kept)
-        if new.strip() or new == text:
-            out[doc_id] = new
-    return out
+    """The corpus-wide rule: one bucket (see expected_by_bucket below)."""
+    return expected_by_bucket(docs, 1, max_occurrences, min_chars)
 
 
 def run_stage(tmp_path: Path, docs, n_parts: int, workers: int, **params):

@@ -475,10 +475,6 @@ def _to_array(values: list, t: pa.DataType, cols: _Columns) -> pa.Array:
     return pa.array(out, t)
 
 
-def _str_or_none(values: list) -> list:
-    return [v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values]
-
-
 def _read_jsonl(sl: TextSlice) -> TextBatch:
     cols = _Columns(sl)
     seen = 0
@@ -616,7 +612,7 @@ def _python_block(base: int, block: bytes, cols: _Columns, limit: int | None) ->
             np.array(positions, dtype=np.int64),
             pa.array(texts, pa.large_string()),
             _ids(ids) if id_key is not None else None,
-            pa.array(_str_or_none(urls), pa.string()) if url_key is not None else None,
+            _to_array(urls, pa.string(), cols) if url_key is not None else None,
             _dates_array(dates) if date_key is not None else None,
             {out: _to_array(metas[k], t, cols) for k, (_, out, t) in enumerate(meta)},
         )

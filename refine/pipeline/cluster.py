@@ -38,7 +38,7 @@ _QUIET = {
 @contextmanager
 def dask_client(cfg: ClusterConfig, *, quiet: bool = True) -> Iterator[Any]:
     """Yield a ``distributed.Client``; a LocalCluster is closed on exit, a remote one is not."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     level = logging.CRITICAL if quiet else logging.INFO  # task failures: we report them
     # distributed installs its own INFO handlers; in the driver (scheduler, nannies) too
@@ -57,13 +57,19 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = True) -> Iterator[Any]:
     if cfg.kind != "local":
         cluster = batch_cluster(cfg, silence_logs=level)
         scale_batch_cluster(cluster, cfg)
-        client = Client(cluster)
-        try:
-            yield client
-        finally:
-            client.close()
-            cluster.close()
-        return
+    else:
+        cluster = _local_cluster(cfg, level)
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _local_cluster(cfg: ClusterConfig, level: int) -> Any:
+    from distributed import LocalCluster
+
     n = cfg.workers or os.cpu_count() or 1
     # Our extraction runs a child process per worker; nannies must not be daemonic for that to
     # be allowed by multiprocessing-based libraries, and it costs nothing otherwise.
@@ -72,7 +78,7 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = True) -> Iterator[Any]:
         if dask.config.get(key, default) == default:  # not set by the user (YAML or DASK_* env)
             settings[key] = quiet
     with dask.config.set(settings):
-        cluster = LocalCluster(
+        return LocalCluster(
             n_workers=n,
             threads_per_worker=cfg.threads_per_worker,
             processes=True,
@@ -80,12 +86,6 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = True) -> Iterator[Any]:
             dashboard_address=":0" if cfg.dashboard else None,
             silence_logs=level,
         )
-    client = Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
 
 
 _JOBQUEUE = {
