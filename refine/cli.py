@@ -82,6 +82,9 @@ def _plan(args: argparse.Namespace, console: Console) -> int:
         params = ", ".join(f"{k}={v}" for k, v in s.params.items())
         lines = [_short(params, 400)]
         lines += [f"{k} <- {v}" for k, v in s.sources.items()]
+        if s.resources:
+            need = " ".join(f"{k}={v:g}" for k, v in sorted(s.resources.items()))
+            lines.append(f"runs only on Dask workers with resources {need}")
         if s.problem:
             lines.append(f"PROBLEM: {s.problem}")
         docs = f"{s.documents:,.0f}" if s.documents is not None else "?"
@@ -312,6 +315,48 @@ def _train_quality(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _train_classifier(args: argparse.Namespace, console: Console) -> int:
+    from refine.classifier_training import read_records, train_classifier
+    from refine.errors import InputError
+
+    paths = list(args.text)
+    label_file = Path(args.labels)
+    if label_file.is_file():
+        records = read_records(paths, args.text_field, None)
+        labels = [ln.strip() for ln in label_file.read_text(encoding="utf-8").splitlines()]
+        labels = [_number_or_text(x) for x in labels if x]
+        if len(labels) != len(records):
+            raise InputError(
+                f"{label_file}: {len(labels)} labels for {len(records)} documents (one label per "
+                "line, in document order)"
+            )
+    else:
+        records = read_records(paths, args.text_field, args.labels)
+        labels = [r["label"] for r in records]
+    result = train_classifier(
+        [r["text"] for r in records],
+        labels,
+        args.base,
+        args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        learning_rate=args.lr,
+        holdout=args.holdout,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    print(json.dumps(result, default=str))
+    return 0
+
+
+def _number_or_text(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def _stages(args: argparse.Namespace, console: Console) -> int:
     from refine.pipeline.registry import STAGES, stage_class
 
@@ -438,6 +483,33 @@ def build_parser() -> argparse.ArgumentParser:
     tq.add_argument("--threads", type=int, help="training threads (1 makes training repeatable)")
     tq.add_argument("--seed", type=int, default=0, help="shuffle / held-out split seed")
     tq.set_defaults(func=_train_quality)
+
+    tc = sub.add_parser(
+        "train-classifier", help="fine-tune an encoder on labelled documents (model_classifier)"
+    )
+    tc.add_argument("--text", nargs="+", required=True, help="JSON lines / Parquet files")
+    tc.add_argument(
+        "--labels",
+        required=True,
+        help="the label field of the records, or a file with one label per line (numbers: a "
+        "regressor; other labels: a classifier)",
+    )
+    tc.add_argument(
+        "--base",
+        required=True,
+        help="hub id or folder of an encoder, a config.json (random weights), or `tiny` (a "
+        "2-layer BERT from a config: the offline stand-in)",
+    )
+    tc.add_argument("--out", required=True, help="model folder to write")
+    tc.add_argument("--text-field", default="text")
+    tc.add_argument("--epochs", type=int, default=3)
+    tc.add_argument("--batch-size", type=int, default=16)
+    tc.add_argument("--max-length", type=int, default=256, help="tokens per document in training")
+    tc.add_argument("--lr", type=float, help="learning rate (default: 1e-3 tiny, 3e-5 otherwise)")
+    tc.add_argument("--holdout", type=float, default=0.1, help="share held out for the metrics")
+    tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--threads", type=int, help="torch threads")
+    tc.set_defaults(func=_train_classifier)
 
     pl = sub.add_parser(
         "plan", help="what a run would do, from where, at what cost (nothing is run or written)"

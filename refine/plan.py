@@ -60,6 +60,8 @@ class StagePlan:
     documents: float | None = None  # estimated documents in
     worker_hours: float | None = None
     problem: str | None = None  # what its check said (a model that cannot be had, ...)
+    #: Dask worker resources its tasks need ({} = any worker), e.g. {"GPU": 1}
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -155,6 +157,7 @@ def make_plan(path: str, config: PipelineConfig, stages: list[Stage]) -> Plan:
             if _only_not_cached(sp.problem):  # said under sources instead
                 sp.problem = None if not unreachable_hub else not_cached
         sp.sources = _sources(stage, not_cached)
+        sp.resources = stage.worker_resources()
         if stage.kind == "global":
             reach = _REACH_GLOBAL
         elif after_language:
@@ -276,6 +279,18 @@ def _sources(stage: Stage, not_cached: str = "not in the local cache") -> dict[s
                 out[name] = f"{kind} {spec}: {not_cached}"
             else:
                 out[name] = f"{kind} {spec}: NOT AVAILABLE ({_short(e)})"
+    if stage.name == "model_classifier":
+        from refine.encoders import resolve_model_dir
+
+        spec = stage.params.model
+        kind = "local folder" if Path(spec).expanduser().is_dir() else "Hugging Face hub"
+        try:
+            out["model"] = f"{kind}: {resolve_model_dir(spec)}"
+        except RefineError as e:
+            if _only_not_cached(str(e)):
+                out["model"] = f"{kind} {spec}: {not_cached}"
+            else:
+                out["model"] = f"{kind} {spec}: NOT AVAILABLE ({_short(e)})"
     if stage.name == "tokenize":
         from refine.tokenize.tokenizer import GPT2_SPEC, resolve_spec
 

@@ -14,6 +14,7 @@ SAMPLE_MODELS = (
     "sample-en.sp.model",
     "sample-quality.bin",
     "sample-eval.jsonl",  # the decontaminate stage's stand-in evaluation set
+    "sample-domain",  # model_classifier's stand-in (refine train-classifier --base tiny)
 )
 
 

@@ -136,8 +136,9 @@ class HubStub:
         revision: str = "main",
         private: bool = False,
     ) -> str:
-        """Put ``files`` (path in repo -> bytes) into dataset ``repo_id`` at ``revision`` (a branch
-        or a tag; created from nothing when new), without the commit protocol. The repository is
+        """Put ``files`` (path in repo -> bytes) into repository ``repo_id`` (served as a dataset
+        and as a model) at ``revision`` (a branch or a tag; created from nothing when new),
+        without the commit protocol. The repository is
         created when missing, ``private`` or not; an existing one keeps its visibility. Returns the
         commit sha the revision now points at."""
         with self.lock:
@@ -215,7 +216,7 @@ class HubStub:
     ) -> Reply | None:
         """The read routes (None for any other request)."""
         if method == "GET" and (
-            m := re.fullmatch(rf"/api/datasets/{_REPO}(?:/revision/{_REV})?", path)
+            m := re.fullmatch(rf"/api/(?:datasets|models)/{_REPO}(?:/revision/{_REV})?", path)
         ):
             repo_id, rev = m.group(1), unquote(m.group(2) or "main")
             repo, name, files = self._readable(repo_id, rev, authed)
@@ -231,7 +232,7 @@ class HubStub:
                 }
             )
         if method == "GET" and (
-            m := re.fullmatch(rf"/api/datasets/{_REPO}/tree/{_REV}(?:/(.*))?", path)
+            m := re.fullmatch(rf"/api/(?:datasets|models)/{_REPO}/tree/{_REV}(?:/(.*))?", path)
         ):
             repo_id, rev = m.group(1), unquote(m.group(2))
             repo, name, files = self._readable(repo_id, rev, authed)
@@ -257,8 +258,8 @@ class HubStub:
                 elif p in dirs:
                     out.append(self._dir_entry(repo, name, files, p, expand))
             return _json(out)
-        if method in ("GET", "HEAD") and (
-            m := re.fullmatch(rf"/datasets/{_REPO}/resolve/{_REV}/(.+)", path)
+        if method in ("GET", "HEAD") and (  # a dataset's file, or a model's (no prefix)
+            m := re.fullmatch(rf"/(?:datasets/)?{_REPO}/resolve/{_REV}/(.+)", path)
         ):
             repo_id, rev, file = m.group(1), unquote(m.group(2)), unquote(m.group(3))
             repo, name, files = self._readable(repo_id, rev, authed)
@@ -334,7 +335,7 @@ class HubStub:
         raw_path: str,
         query: dict[str, list[str]],
     ) -> Reply:
-        m = re.fullmatch(rf"/api/datasets/{_REPO}/tree/{_REV}(?:/(.*))?", raw_path)
+        m = re.fullmatch(rf"/api/(?:datasets|models)/{_REPO}/tree/{_REV}(?:/(.*))?", raw_path)
         assert m is not None
         folder = unquote(m.group(3) or "").strip("/")
         recursive = query.get("recursive", ["false"])[0].lower() == "true"

@@ -179,9 +179,10 @@ def _dask() -> str:
 
 
 @contextlib.contextmanager
-def dask_cluster(n_workers: int, cwd: Path | None = None):
+def dask_cluster(n_workers: int, cwd: Path | None = None, worker_args: list[list[str]] = ()):
     """A real `dask scheduler` and `dask worker` processes on 127.0.0.1; the workers run in
-    ``cwd`` (default: the repository)."""
+    ``cwd`` (default: the repository). ``worker_args[i]``: more arguments for worker ``i``
+    (e.g. ``["--resources", "GPU=1"]``)."""
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
@@ -194,7 +195,7 @@ def dask_cluster(n_workers: int, cwd: Path | None = None):
     workers = []
     try:
         time.sleep(2)
-        for _ in range(n_workers):
+        for i in range(n_workers):
             w = subprocess.Popen(
                 [
                     _dask(),
@@ -205,6 +206,7 @@ def dask_cluster(n_workers: int, cwd: Path | None = None):
                     "--no-dashboard",
                     "--host",
                     "127.0.0.1",
+                    *(worker_args[i] if i < len(worker_args) else []),
                 ],
                 cwd=cwd or REPO,
                 **quiet,

@@ -106,8 +106,13 @@ def test_sample_config_on_every_shared_warc(tmp_path, sample_models):
     assert len(norm_texts) == len(set(norm_texts))
     before = stage(rep, "dedup_url")["docs_in"]
     dedups = ("dedup_url", "dedup_exact", "dedup_minhash", "dedup_lines", "dedup_substring")
-    dropped = sum(sum(stage(rep, n)["dropped"].values()) for n in dedups)
+    dropped = sum(sum(stage(rep, n)["dropped"].values()) for n in (*dedups, "mix"))
+    assert stage(rep, "mix")["counters"].get("repeats", 0) == 0  # no budget: sampled down only
     assert final.num_rows == before - dropped
+    # model_classifier labelled every document it saw; mix's shares are in report and manifest
+    mlog = pq.read_table(out / "stages" / stage(rep, "model_classifier")["folder"])
+    assert set(mlog["domain"].to_pylist()) <= {"prose", "lists"} and mlog.num_rows > 50
+    assert set(rep["mix"]["groups"]) == {"prose", "lists"}
     # the model stages scored every document they saw and decided by the config's thresholds
     # (read here from the YAML, not from the code)
     shipped = {
@@ -129,6 +134,7 @@ def test_sample_config_on_every_shared_warc(tmp_path, sample_models):
     manifest = json.loads((out / "tokens" / "manifest.json").read_text())
     tok = stage(rep, "tokenize")
     assert tok["counters"]["tokens"] == manifest["tokens"] > 0
+    assert manifest["mix"] == rep["mix"] and manifest["tokens"] == rep["mix"]["tokens"]
     assert tok["docs_out"] == manifest["documents"] == rep["stages"][-2]["docs_out"]
     r3 = run_cli("verify", str(out))
     assert r3.returncode == 0, r3.stdout[-2000:] + r3.stderr[-2000:]
@@ -489,7 +495,8 @@ def test_language_prefilter_is_a_counted_extract_drop(tmp_path):
     german = (
         "<html><body><article>"
         + "<p>Dies ist ein deutscher Absatz mit genug Wörtern, damit jede Spracherkennung ihn "
-        "sicher als Deutsch erkennt, und er steht im Hauptinhalt der Seite.</p>" * 4
+        "sicher als Deutsch erkennt, und er steht im Hauptinhalt der Seite.</p>"
+        * 4
         + "</article></body></html>"
     ).encode()
     records = [record(url=f"http://en.example/{i}", http_body=good_page(i)) for i in range(3)]

@@ -69,7 +69,12 @@ def test_plan_names_missing_models_without_failing(tmp_path):
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
     problems = {s["name"]: s["problem"] for s in plan["stages"] if s["problem"]}
-    assert set(problems) == {"perplexity", "quality_classifier", "decontaminate"}
+    assert set(problems) == {
+        "perplexity",
+        "quality_classifier",
+        "model_classifier",
+        "decontaminate",
+    }
     assert "file not found" in problems["perplexity"]
     assert plan["parts"] >= 5 and plan["documents"] > 100
     assert not Path(tmp_path / "o").exists()

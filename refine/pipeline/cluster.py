@@ -85,6 +85,7 @@ def _local_cluster(cfg: ClusterConfig, level: int) -> Any:
             memory_limit=cfg.memory_limit,
             dashboard_address=":0" if cfg.dashboard else None,
             silence_logs=level,
+            resources=dict(cfg.resources) or None,
         )
 
 
@@ -132,7 +133,7 @@ def batch_cluster(cfg: ClusterConfig, silence_logs: int = logging.CRITICAL) -> A
         "account": cfg.account,
         "job_extra_directives": list(cfg.job_extra),
         "job_script_prologue": list(cfg.job_script_prologue),
-        "worker_extra_args": ["--no-dashboard"],
+        "worker_extra_args": ["--no-dashboard", *resource_args(cfg.resources)],
         "interface": cfg.interface,
         "silence_logs": silence_logs,
     }
@@ -142,6 +143,13 @@ def batch_cluster(cfg: ClusterConfig, silence_logs: int = logging.CRITICAL) -> A
     settings = {"distributed.worker.daemon": False}  # extraction runs a child per worker
     with dask.config.set(settings):
         return cls(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def resource_args(resources: dict[str, float]) -> list[str]:
+    """``dask worker`` arguments declaring ``resources`` (``--resources "GPU=1"``)."""
+    if not resources:
+        return []
+    return ["--resources", " ".join(f"{k}={v:g}" for k, v in sorted(resources.items()))]
 
 
 def scale_batch_cluster(cluster: Any, cfg: ClusterConfig) -> None:

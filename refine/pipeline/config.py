@@ -62,6 +62,9 @@ class ClusterConfig(BaseModel):
     job_script_prologue: list[str] = Field(default_factory=list)  # e.g. "source venv/bin/activate"
     image: str | None = None  # Kubernetes: the container image with refine installed
     interface: str | None = None  # batch: network interface workers reach the scheduler on
+    # Dask worker resources each started worker declares, e.g. {GPU: 1} on GPU jobs / a local
+    # machine with a GPU; stages that need one (model_classifier device: cuda) run only there
+    resources: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_way(self) -> ClusterConfig:

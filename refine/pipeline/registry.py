@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "llama3_heuristics": "refine.filters.llama3:Llama3Heuristics",
     "perplexity": "refine.filters.perplexity:PerplexityFilter",
     "quality_classifier": "refine.filters.classifier:QualityClassifier",
+    "model_classifier": "refine.filters.model_classifier:ModelClassifier",
     "pii": "refine.filters.pii:PiiAnonymizer",
     "decontaminate": "refine.filters.decontaminate:Decontaminate",
     "dedup_url": "refine.dedup.keyed:DedupUrl",
@@ -29,6 +30,7 @@ STAGES: dict[str, str] = {
     "dedup_minhash": "refine.dedup.minhash:DedupMinhash",
     "dedup_lines": "refine.dedup.lines:DedupLines",
     "dedup_substring": "refine.dedup.substring:DedupSubstring",
+    "mix": "refine.tokenize.mix:Mix",
     "shuffle": "refine.tokenize.shuffle:Shuffle",
     "tokenize": "refine.tokenize.stage:Tokenize",
 }
@@ -47,6 +49,7 @@ CANONICAL_ORDER = [
     "llama3_heuristics",
     "perplexity",
     "quality_classifier",
+    "model_classifier",
     "pii",
     "decontaminate",
     "dedup_url",
@@ -54,6 +57,7 @@ CANONICAL_ORDER = [
     "dedup_minhash",
     "dedup_lines",
     "dedup_substring",
+    "mix",
     "shuffle",
     "tokenize",
 ]

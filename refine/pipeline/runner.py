@@ -64,6 +64,15 @@ class Segment:
     input_key: str | None = None  # the checkpoint it reads; None for the source segment
 
     @property
+    def resources(self) -> dict[str, float]:
+        """Dask worker resources its tasks need (the union of its stages')."""
+        need: dict[str, float] = {}
+        for _, stage in self.stages:
+            for name, amount in stage.worker_resources().items():
+                need[name] = max(need.get(name, 0), amount)
+        return need
+
+    @property
     def has_source(self) -> bool:
         return self.stages[0][1].kind == "source"
 
@@ -90,8 +99,10 @@ def plan_segments(stages: list[Stage], source_salt: str = "", data_salt: str = "
             flush()
             segments.append(Segment(key=folder, kind="global", stages=[(folder, stage)]))
             continue
+        if stage.worker_resources():  # a segment of its own: only its tasks need the resource
+            flush()
         current.append((folder, stage))
-        if stage.checkpoint:
+        if stage.checkpoint or stage.worker_resources():
             flush()
     flush()
     prev_key = None
@@ -172,9 +183,24 @@ def _run_part(job: PartJob) -> dict[str, Any]:
         if i == last or job.keep_intermediate:
             write_parquet_atomic(without_hidden(table), layout.documents(folder) / part_name)
         stats.append(result.stats.to_dict())
-    done = {"part": job.partition.id, "fingerprint": job.fingerprint, "stats": stats}
+    done = {
+        "part": job.partition.id,
+        "fingerprint": job.fingerprint,
+        "stats": stats,
+        "worker": _worker_address(),
+    }
     write_json_atomic(done, marker)
     return done
+
+
+def _worker_address() -> str | None:
+    """The Dask worker that ran the part (placement shows in its done marker)."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return None
 
 
 def _run_stage(job: PartJob, folder: str, stage: Stage, table: Any, part_name: str) -> Any:
@@ -301,6 +327,8 @@ class Runner:
             if not getattr(f, "error", None)
         )
         self.segments = plan_segments(self.stages, source_salt=salt, data_salt=_digest(read))
+        #: global stages' summaries (StageStats.summary) by stage name, as their segments finish
+        self.summaries: dict[str, dict[str, Any]] = {}
         self.progress = progress or _NullProgress
 
     @classmethod
@@ -462,6 +490,8 @@ class Runner:
             out.add(result)
             bar.advance(result["stats"][-1]["docs_out"], result["stats"][0]["docs_in"])
 
+        if todo and seg.resources:
+            _check_resources(client, seg)
         reuse = self._reuse(seg)
         window = max(16, 4 * _total_threads(client))
         queue = as_completed()
@@ -485,7 +515,12 @@ class Runner:
                 key = f"{seg.key}-{part.id}-{uuid.uuid4().hex[:8]}"
                 part_of[key] = part.id
                 fut = client.submit(
-                    run_part, job, pure=False, key=key, retries=self.config.cluster.retries
+                    run_part,
+                    job,
+                    pure=False,
+                    key=key,
+                    retries=self.config.cluster.retries,
+                    resources=seg.resources or None,
                 )
                 queue.add(fut)
                 in_flight += 1
@@ -506,7 +541,9 @@ class Runner:
         marker = self.layout.done_marker(seg.key, "global")
         if marker.exists():
             outcome = SegmentOutcome(total=1, resumed=1)
-            outcome.add(read_json(marker))
+            done = read_json(marker)
+            outcome.add(done)
+            self._remember_summary(stage.name, done)
             return outcome
         # a global stage is one unit of resume: whatever a killed attempt wrote is redone
         remove_tree(self.layout.documents(folder))
@@ -518,6 +555,7 @@ class Runner:
             work_dir=str(self.layout.root / "_state" / "work" / folder),
             client=StageClient(client),
             output_root=str(self.layout.root),
+            extra={"summaries": dict(self.summaries)},
         )
         display = None
         if hasattr(self.progress, "global_stage"):
@@ -532,9 +570,17 @@ class Runner:
             self.progress.finished(stage.name, stats.docs_in, stats.docs_out, stats.seconds)
         done = {"part": "global", "fingerprint": seg.fingerprint, "stats": [stats.to_dict()]}
         write_json_atomic(done, marker)
+        self._remember_summary(stage.name, done)
         outcome = SegmentOutcome(total=1)
         outcome.add(done)
         return outcome
+
+    def _remember_summary(self, name: str, done: dict[str, Any]) -> None:
+        """A global stage's summary (``mix``'s shares), for the stages after it (tokenize's
+        manifest) and report.json."""
+        summary = done["stats"][0].get("summary")
+        if summary:
+            self.summaries[name] = summary
 
     def _run_global_guarded(self, client: Any, seg: Segment) -> SegmentOutcome:
         """A global stage that fails (a task error, a full disk) is reported like a failed
@@ -669,6 +715,8 @@ class Runner:
             "stages": entries,
             "dataset": dataset,
         }
+        if "mix" in self.summaries:  # target vs achieved shares (documents and tokens)
+            report["mix"] = self.summaries["mix"]
         write_json_atomic(report, self.layout.report())
         if storage_error:
             raise RunIncomplete(self._storage_message(storage_error))
@@ -722,6 +770,25 @@ def _digest(text: str) -> str:
 def _input_url(f: Any) -> str:
     """An input's identity: InputFile.url, or the input itself for other source stages."""
     return getattr(f, "url", None) or str(f)
+
+
+def _check_resources(client: Any, seg: Segment) -> None:
+    """Refuse, in one line, a segment whose tasks need worker resources no worker declares:
+    Dask would otherwise hold them forever."""
+    workers = client.scheduler_info().get("workers", {}).values()
+    need = seg.resources
+    for w in workers:
+        have = w.get("resources") or {}
+        if all(have.get(name, 0) >= amount for name, amount in need.items()):
+            return
+    wanted = ", ".join(f"{k}={v:g}" for k, v in sorted(need.items()))
+    names = "+".join(stage.name for _, stage in seg.stages)
+    raise RefineError(
+        f"{names} needs Dask workers with resources {wanted}, and none of the cluster's "
+        f"{len(workers)} workers declares them (start GPU workers with `dask worker "
+        f'--resources "{wanted.replace(", ", " ")}"`, or set cluster.resources for the workers '
+        "refine starts)"
+    )
 
 
 def _total_threads(client: Any) -> int:

@@ -98,6 +98,12 @@ class Stage:
     #: their versions enter the fingerprints, so a resume under other versions recomputes it.
     libraries: ClassVar[tuple[str, ...]] = ()
 
+    def worker_resources(self) -> dict[str, float]:
+        """Dask worker resources (e.g. ``{"GPU": 1}``) each task of this stage needs: the runner
+        gives such a stage a segment of its own, submitted with them, so the rest of the
+        pipeline keeps running on workers without them."""
+        return {}
+
     def library_versions(self) -> dict[str, str | None]:
         """library -> installed version, for the libraries this stage's output depends on."""
         from refine.pipeline.versions import library_version

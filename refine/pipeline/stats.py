@@ -20,6 +20,9 @@ MAX_EXAMPLES = 20
 #: ``max`` (``cc_converged``: ``min``, converged only if every piece did) instead of summed.
 MAX_COUNTERS = frozenset({"max_rows_per_line_key", "largest_shard_bytes", "cc_iterations"})
 MIN_COUNTERS = frozenset({"cc_converged"})
+#: The counter of documents a stage writes on top of its input (``rehydrate``'s copies): the
+#: balance is ``docs_in + repeats == docs_out + dropped``.
+ADDED_COUNTER = "repeats"
 
 
 def _combine(a: Counter, b: Counter) -> Counter:
@@ -54,6 +57,9 @@ class StageStats:
     #: examples of removals; a stage that picks them deterministically (e.g. the smallest ids,
     #: whatever the partitioning) sets them on the merged stats
     examples: list[dict[str, Any]] = field(default_factory=list)
+    #: what a global stage decided for the whole corpus (``mix``: target vs achieved shares),
+    #: set once on its merged stats; report.json and the tokens' manifest carry it
+    summary: dict[str, Any] = field(default_factory=dict)
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] += n
@@ -81,6 +87,7 @@ class StageStats:
             # which parts finished first, and the sum is bounded whatever the number of parts
             errors=sorted(self.errors + other.errors, key=_error_key)[:MAX_ERROR_SAMPLES],
             examples=(self.examples + other.examples)[:MAX_EXAMPLES],
+            summary=self.summary or other.summary,
         )
 
     @property
@@ -89,7 +96,7 @@ class StageStats:
 
     def to_dict(self) -> dict[str, Any]:
         keep = self.docs_out / self.docs_in if self.docs_in else None
-        return {
+        out = {
             "name": self.name,
             "docs_in": self.docs_in,
             "docs_out": self.docs_out,
@@ -104,6 +111,9 @@ class StageStats:
             "errors": self.errors,
             "examples": self.examples,
         }
+        if self.summary:
+            out["summary"] = self.summary
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StageStats:
@@ -120,14 +130,17 @@ class StageStats:
             counters=Counter(d.get("counters", {})),
             errors=list(d.get("errors", [])),
             examples=list(d.get("examples", [])),
+            summary=dict(d.get("summary") or {}),
         )
 
     def check_balance(self) -> None:
-        """Every document that came in either went out or was dropped with a reason."""
-        if self.docs_in != self.docs_out + self.docs_dropped:
+        """Every document that came in either went out or was dropped with a reason; a stage
+        that repeats documents counts the extra copies in ``counters["repeats"]``."""
+        added = self.counters.get(ADDED_COUNTER, 0)
+        if self.docs_in + added != self.docs_out + self.docs_dropped:
             raise AssertionError(
-                f"stage {self.name}: docs_in={self.docs_in} != docs_out={self.docs_out} + "
-                f"dropped={self.docs_dropped} ({dict(self.dropped)})"
+                f"stage {self.name}: docs_in={self.docs_in} + {ADDED_COUNTER}={added} != "
+                f"docs_out={self.docs_out} + dropped={self.docs_dropped} ({dict(self.dropped)})"
             )
 
 

@@ -1,6 +1,7 @@
 """``shuffle``: a seeded global shuffle of the documents across partitions.
 
-Every document gets a sort key, a 64-bit keyed BLAKE2b of ``(seed, id)``; ties (the same id
+Every document gets a sort key, a 64-bit keyed BLAKE2b of ``(seed, id)`` (``(seed, id, repeat)``
+for the extra copies ``rehydrate`` and ``mix`` write, so they are spread apart); ties (the same id
 twice) fall back to ``source`` and then the text hash, so the order is a function of the
 documents and the seed only, never of how they were partitioned or of the number of workers.
 
@@ -95,6 +96,7 @@ class Shuffle(GlobalStage):
         if n_docs:
             _rank(client, work, n, self.params.docs_per_part)
         futures = client.map(_split, parts, [str(ranks_dir)] * n, [ctx.log_dir] * n, pure=False)
+
         def fold(d: dict) -> None:
             nonlocal stats
             stats = stats + StageStats.from_dict(d)
@@ -115,14 +117,24 @@ def _count_files(folder: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(folder))
 
 
+def _key_names(ids: list[str | None], repeats: list[int | None] | None) -> list[str | None]:
+    """What a document's shuffle key hashes: its id; for the k-th extra copy ``rehydrate``
+    or ``mix`` wrote (``repeat`` k > 0), ``id NUL k``, so the copies of one document (same id) are
+    shuffled apart instead of landing next to each other."""
+    if repeats is None:
+        return ids
+    return [i if not r else f"{i or ''}\x00{r}" for i, r in zip(ids, repeats, strict=True)]
+
+
 def _write_keys(part: str, keys_dir: str, seed: int) -> int:
-    cols = [c for c in ("id", "source", "text") if c in pq.read_schema(part).names]
+    cols = [c for c in ("id", "source", "text", "repeat") if c in pq.read_schema(part).names]
     table = pq.read_table(part, columns=cols)
     n = table.num_rows
     ids = table["id"].to_pylist() if "id" in cols else [None] * n
+    repeats = table["repeat"].to_pylist() if "repeat" in cols else None
     out = pa.table(
         {
-            "key": pa.array(shuffle_keys(ids, seed), pa.int64()),
+            "key": pa.array(shuffle_keys(_key_names(ids, repeats), seed), pa.int64()),
             "id": pa.array(ids, pa.string()),
             "source": table["source"] if "source" in cols else pa.nulls(n, pa.string()),
             "text_hash": text_hashes(table),

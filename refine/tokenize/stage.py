@@ -194,6 +194,9 @@ class Tokenize(GlobalStage):
             )
         )
         manifest = build_manifest(info, self.params, entries, ctx.input_dir, root)
+        mix = ctx.extra.get("summaries", {}).get("mix")
+        if mix:  # what the trainer is fed: mix's target vs achieved shares
+            manifest["mix"] = mix
         write_json_atomic(manifest, root / "manifest.json")
         assert manifest["tokens"] == stats.counters["tokens"], "shards and parts disagree"
         stats.counters["shards"] = len(entries)
