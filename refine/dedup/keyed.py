@@ -18,6 +18,9 @@ Three phases, none of which gathers document data on one machine:
 The stats count clusters (keys with more than one document) and bytes removed, and keep the
 ``MAX_EXAMPLES`` removed documents with the smallest ids beside their representative's id.
 
+With ``by: language`` the key starts with the document's language, so documents of different
+languages are never duplicates of each other (FineWeb-2 deduplicates each language apart).
+
 The representative depends only on the documents (and, with ``keep: first``, their order),
 never on how they are partitioned or on the number of workers.
 """
@@ -37,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from refine.dedup.by_language import DedupBy, read_languages
 from refine.pipeline.gather import fold_completed
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import MAX_EXAMPLES, StageStats
@@ -66,6 +70,11 @@ class KeyDedupParams(StageParams):
     group-by over every (key, rank) row at once) instead of two Dask shuffles, each of which
     costs about a second of fixed time however small the data; the flags are the same. The
     task's memory is bounded by this number, not by the corpus. 0: always shuffle."""
+    by: DedupBy = "all"
+    """``all``: every document against every other. ``language``: only documents with the same
+    ``language`` column are duplicates of each other (FineWeb-2 deduplicates each language
+    separately); needs that column (the ``language`` stage, or a text input that has it);
+    documents without a language form a group of their own."""
 
 
 def _rank(pref: str, doc_id: str, part_id: str, row: int, keep: str) -> str:
@@ -129,6 +138,11 @@ class KeyDedup(GlobalStage):
         table = pq.read_table(part, columns=[c for c in ("id", *self.columns) if c in names])
         part_id = Path(part).stem
         keys = self.keys(table)
+        if self.params.by == "language":  # the language first: keys never meet across languages
+            langs = read_languages(part, self.name).to_pylist()
+            keys = [
+                None if k is None else f"{lang}\x00{k}" for lang, k in zip(langs, keys, strict=True)
+            ]
         pref = self.preference(table)
         ids = table["id"].to_pylist()
         keep = self.params.keep

@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 import xxhash
 from pydantic import Field
 
+from refine.dedup.by_language import DedupBy, language_hashes, read_languages
 from refine.dedup.keyed import (
     SINGLE_TASK_ROWS,
     pick_examples,
@@ -70,6 +71,12 @@ class DedupLinesParams(StageParams):
     the corpus counts are made by one Dask task (Arrow's group-by) instead of two Dask
     shuffles, each of which costs about a second of fixed time however small the data; the
     flags are the same. The task's memory is bounded by this number. 0: always shuffle."""
+    by: DedupBy = "all"
+    """``all``: a line is counted over every document. ``language``: over the documents of
+    each ``language`` separately (FineWeb-2 deduplicates each language apart), so a line
+    frequent in one language is not removed from another; within a language the
+    ``bucket_docs`` buckets still apply. Needs that column; documents without a language form a
+    group of their own."""
 
 
 def normalize_line(line: str) -> str:
@@ -189,12 +196,16 @@ class DedupLines(GlobalStage):
         table = pq.read_table(part, columns=columns)
         part_id = Path(part).stem
         ids = table["id"].to_pylist() if buckets > 1 else [None] * table.num_rows
+        by_language = self.params.by == "language"
+        if by_language:  # a line's key is mixed with its document's language
+            lang_mix = language_hashes(read_languages(part, self.name)).tolist()
         keys, rows, lines = [], [], []
         for row, text in enumerate(table["text"].to_pylist()):
             bucket = bucket_of(ids[row], buckets)
             for i, line in enumerate((text or "").split("\n")):
                 if len(line.strip()) >= self.params.min_chars:
-                    keys.append(bucket_key(line_key(line), bucket))
+                    key = bucket_key(line_key(line), bucket)
+                    keys.append(bucket_key(key, lang_mix[row]) if by_language else key)
                     rows.append(row)
                     lines.append(i)
         occurrences = pa.table(

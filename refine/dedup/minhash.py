@@ -19,10 +19,16 @@ instead, on keys only, when the data is under ``single_task_rows``: see the para
 5. Dask shuffle on the label: each cluster's size, and for each member its survivor (the
    cluster's smallest name); a shuffle on the part then writes each part's flags as one file;
 6. per part: non-survivors are dropped and logged with ``duplicate_of`` (the survivor's id) and
-   ``minhash_cluster`` (the cluster's size).
+   ``minhash_cluster`` (the cluster's size); each survivor carries its cluster's size in the
+   ``minhash_cluster_size`` column (1 outside any cluster), as FineWeb-2's documents do, for
+   ``rehydrate``.
 
 The stats count candidate pairs, clusters and bytes removed, and keep the ``MAX_EXAMPLES``
 removed documents with the smallest ids beside their survivor's id and their cluster's size.
+
+With ``by: language`` each band key is mixed with the document's language after phase 1, so
+only documents of the same language become candidates (FineWeb-2 deduplicates each language
+apart).
 
 The survivors depend only on the documents, their order (with ``keep: first``) and the params,
 never on partitioning or workers.
@@ -41,6 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
+from refine.dedup.by_language import DedupBy, language_hashes, read_languages
 from refine.dedup.components import connected_components
 from refine.dedup.keyed import Keep, apply_flags, pick_examples, write_by_part, write_table_by_part
 from refine.dedup.signatures import MinHasher, band_keys, jaccard_of_sets, sorted_unique_sets
@@ -49,6 +56,9 @@ from refine.pipeline.stats import MAX_EXAMPLES, StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
 
 REASON = "near_duplicate"
+#: Column of every survivor: how many documents its MinHash cluster had (itself included; 1 for
+#: a document in no cluster), FineWeb-2's ``minhash_cluster_size``, which ``rehydrate`` reads.
+CLUSTER_SIZE_COLUMN = "minhash_cluster_size"
 _STR = "string"
 #: documents per signature batch: bounds the NumPy temporaries (about 100 bytes per text byte)
 _BATCH_ROWS = 512
@@ -100,6 +110,13 @@ class DedupMinhashParams(StageParams):
     says which copy to keep; datatrove keeps the same member of a two-document cluster (its
     union-find root by size, then by its first pair's order, for larger ones)."""
 
+    by: DedupBy = "all"
+    """``all``: every document against every other. ``language``: only documents with the same
+    ``language`` column are near-duplicates of each other (FineWeb-2 deduplicates each language
+    separately): the language is folded into every LSH bucket key, so candidate pairs never
+    cross languages. Needs that column; documents without a language form a group of their
+    own."""
+
     @model_validator(mode="after")
     def _signature_size(self) -> DedupMinhashParams:
         if self.num_bands * self.rows_per_band > 4096:
@@ -134,6 +151,10 @@ class DedupMinhash(GlobalStage):
             )
         )
         counters["no_signature"] = sum(s["no_signature"] for s in sig_stats)
+        if p.by == "language":
+            sig_stats += client.gather(
+                client.map(self._language_buckets, parts, [str(bands_dir)] * len(parts), pure=False)
+            )
         npart = max(1, len(parts))
         band_rows = sum(s["signed"] for s in sig_stats) * p.num_bands
         if not band_rows:
@@ -179,14 +200,16 @@ class DedupMinhash(GlobalStage):
         c0 = time.process_time()
         p = self.params
         hasher = MinHasher(p.num_bands * p.rows_per_band, p.seed, p.ngram)
-        table = pq.read_table(part, columns=["id", "text"])
+        has_language = "language" in pq.read_schema(part).names
+        table = pq.read_table(part, columns=["id", "text"] + ["language"] * has_language)
         part_id = Path(part).stem
         nodes = node_names(table["id"], part_id, p.keep)
         buckets, members, set_nodes, sets = [], [], [], []
         signed = 0
         for lo in range(0, table.num_rows, _BATCH_ROWS):
             texts = table["text"].slice(lo, _BATCH_ROWS)
-            sig, sh = hasher.signatures(texts)
+            languages = table["language"].slice(lo, _BATCH_ROWS) if has_language else None
+            sig, sh = hasher.signatures(texts, languages)
             has = np.flatnonzero(sh.counts > 0)
             signed += has.size
             keys = band_keys(sig[has], p.num_bands, p.rows_per_band)
@@ -216,6 +239,22 @@ class DedupMinhash(GlobalStage):
             "cpu": time.process_time() - c0,
         }
 
+    def _language_buckets(self, part: str, bands_dir: str) -> dict[str, Any]:
+        """``by: language``: the part's band rows re-keyed by their document's language (the
+        bucket XOR a 64-bit hash of the label), so that only documents of one language share a
+        bucket. A pass over the band rows ``_write_bands`` wrote (no text is read again)."""
+        c0 = time.process_time()
+        path = Path(bands_dir) / f"{Path(part).stem}.parquet"
+        langs = read_languages(part, self.name)
+        bands = pq.read_table(path, columns=["bucket", "node"])
+        if bands.num_rows:
+            _, _, rows = _split_node_arrow(bands["node"].combine_chunks(), self.params.keep)
+            mix = language_hashes(langs)[rows.to_numpy()]
+            bucket = np.bitwise_xor(bands["bucket"].to_numpy(), mix)
+            bands = bands.set_column(0, "bucket", pa.array(bucket, pa.int64()))
+            write_parquet_atomic(bands, path)
+        return {"signed": 0, "no_signature": 0, "cpu": time.process_time() - c0}
+
     # -- phase 6 ---------------------------------------------------------------------------
     def _apply(self, part: str, flags_dir: str, output_dir: str, log_dir: str) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -237,7 +276,7 @@ class DedupMinhash(GlobalStage):
         dup_arr = pa.array(dup_of, pa.string())
         kept = pc.is_null(dup_arr)
         reasons = pc.if_else(kept, pa.scalar(None, pa.string()), pa.scalar(REASON))
-        out = table.filter(kept)
+        out = with_cluster_size(table, size).filter(kept)
         name = Path(part).name
         write_parquet_atomic(out, Path(output_dir) / name)
         log = decision_log(
@@ -258,6 +297,16 @@ class DedupMinhash(GlobalStage):
         stats.seconds = time.perf_counter() - t0
         stats.cpu_seconds = time.process_time() - c0
         return stats.to_dict()
+
+
+def with_cluster_size(table: pa.Table, size: np.ndarray) -> pa.Table:
+    """``table`` with its ``CLUSTER_SIZE_COLUMN`` set to ``size`` (replaced if an earlier
+    dedup wrote one: the clusters of this stage are the ones that count)."""
+    column = pa.array(size, pa.int32())
+    if CLUSTER_SIZE_COLUMN in table.column_names:
+        at = table.column_names.index(CLUSTER_SIZE_COLUMN)
+        return table.set_column(at, CLUSTER_SIZE_COLUMN, column)
+    return table.append_column(CLUSTER_SIZE_COLUMN, column)
 
 
 def _examples(table: pa.Table, dup_of: np.ndarray, size: np.ndarray) -> list[dict]:

@@ -5,7 +5,8 @@ document or per n-gram:
 
 1. normalise (Arrow compute kernels, as datatrove's ``simplify_text``): NFD without combining
    marks (diacritics), lower case, numbers -> ``0``, punctuation and symbols -> space, then split
-   on whitespace;
+   on whitespace (documents in a script written without spaces are segmented into words first:
+   ``refine.pipeline.segment``);
 2. hash every word (a polynomial hash over the UTF-8 bytes, computed for all words of the batch
    at once with ``np.add.reduceat``), then every word n-gram (shingle) from its words' hashes;
 3. the signature of a document is, per permutation, the minimum over its shingles of
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from refine.pipeline import segment
 
 _M64 = (
     np.uint64(0xFF51AFD7ED558CCD),
@@ -103,9 +106,20 @@ class Shingles:
     counts: np.ndarray  # int64 per document (0: fewer words than the n-gram size, or null)
 
 
-def shingles(texts: pa.Array | pa.ChunkedArray, ngram: int) -> Shingles:
-    """Hashes of the word ``ngram``-grams of every document of a batch (normalised text)."""
-    lists = pc.utf8_split_whitespace(normalize(texts))
+def shingles(
+    texts: pa.Array | pa.ChunkedArray,
+    ngram: int,
+    languages: pa.Array | pa.ChunkedArray | None = None,
+) -> Shingles:
+    """Hashes of the word ``ngram``-grams of every document of a batch (normalised text).
+
+    Documents in a script written without spaces (by ``languages``, one label per document,
+    else by their characters) are first segmented into words (``refine.pipeline.segment``):
+    whitespace shingles of a Chinese page are whole lines, so one edit anywhere in a line
+    changes every shingle over it. The segmenter sees the raw text (it needs the diacritics and
+    punctuation that normalising removes); its words are then normalised like all others.
+    """
+    lists = pc.utf8_split_whitespace(normalize(segment.spaced(texts, languages)))
     if isinstance(lists, pa.ChunkedArray):
         lists = lists.combine_chunks()
     flat = pc.list_flatten(lists)
@@ -162,9 +176,13 @@ class MinHasher:
             sig[rows] = np.minimum(sig[rows], mins)
         return sig
 
-    def signatures(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, Shingles]:
-        """(signatures, shingles) of a batch of documents."""
-        sh = shingles(texts, self.ngram)
+    def signatures(
+        self,
+        texts: pa.Array | pa.ChunkedArray,
+        languages: pa.Array | pa.ChunkedArray | None = None,
+    ) -> tuple[np.ndarray, Shingles]:
+        """(signatures, shingles) of a batch of documents (``languages``: see :func:`shingles`)."""
+        sh = shingles(texts, self.ngram, languages)
         return self.from_hashes(shingle_hashes32(sh.hashes), sh.counts), sh
 
 

@@ -10,9 +10,11 @@ left alone (the repetition filters judge those). When the copies of a long span 
 different documents (A holds its first half, B all of it, C its end), every token of it is still
 kept exactly once.
 
-Tokens: whitespace-delimited words, except that each character of scripts written without
-spaces (Han, kana, Thai) is a token of its own, so K tokens is a comparable stretch of text in
-every language. Lee et al. counted GPT-2 BPE tokens (K = 50, about 200-250 characters of
+Tokens: whitespace-delimited words. A document in a script written without spaces (Chinese,
+Japanese, Thai, Khmer, Lao, Myanmar: by its ``language`` column, else by its characters) is
+segmented into words (``refine.pipeline.segment``), so K tokens is a comparable stretch of text
+in every language; in other documents each stray Han, kana or Thai character is a token of its
+own. Lee et al. counted GPT-2 BPE tokens (K = 50, about 200-250 characters of
 English); words are 1.3-1.5 BPE tokens, so the default of 50 words is a slightly longer and more
 conservative span, and needs no tokenizer. Tokens are compared exactly (case and punctuation
 count); the whitespace between them does not (a span re-wrapped onto other lines still matches).
@@ -58,7 +60,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from refine.dedup.by_language import DedupBy, read_languages
 from refine.errors import ConfigError
+from refine.pipeline import segment
 from refine.pipeline.gather import fold_completed
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import StageStats
@@ -80,9 +84,9 @@ _STR = "string"
 
 class DedupSubstringParams(StageParams):
     min_span_tokens: int = Field(50, ge=1)
-    """K: spans of at least this many tokens (words; one per Han/kana/Thai character) that
-    occur in more than one document are kept only in the smallest id (Lee et al.: 50 GPT-2
-    tokens)."""
+    """K: spans of at least this many tokens (words; Chinese, Japanese, Thai... segmented into
+    words) that occur in more than one document are kept only in the smallest id (Lee et al.: 50
+    GPT-2 tokens)."""
     shard_bytes: int = Field(64 * 2**20, ge=1)
     """UTF-8 text bytes per suffix array: bounds a task's memory (about 10x this at peak, see
     the module docstring) whatever the corpus size. Shards never span parts, so a part smaller
@@ -91,17 +95,54 @@ class DedupSubstringParams(StageParams):
     """A document that lost text and keeps fewer tokens than this is dropped
     (``short_after_substring_dedup``; 50 is gopher_quality's minimum word count). Documents
     with nothing removed are never dropped here; with 0 only an empty remainder is dropped."""
+    by: DedupBy = "all"
+    """``all``: spans are compared across every document. ``language``: only across documents
+    with the same ``language`` column (FineWeb-2 deduplicates each language separately): a
+    token of one language never equals the same token of another. Needs that column;
+    documents without a language form a group of their own."""
 
 
-def tokenize(text: str) -> list[str]:
-    """The tokens K counts (see the module docstring)."""
-    return TOKEN_RE.findall(text)
+#: ``tokenize``'s default: the segmenter an unlabelled document gets from its script.
+BY_SCRIPT = "by_script"
 
 
-def token_spans(text: str) -> np.ndarray:
-    """(start, end) character offsets of every token, shape (n, 2)."""
-    spans = [m.span() for m in TOKEN_RE.finditer(text)]
+def tokenize(text: str, segmenter: str | None = BY_SCRIPT) -> list[str]:
+    """The tokens K counts (see the module docstring); ``segmenter``: the document's, from
+    ``segment.segmenters`` (None: not segmented; default: from the text's script, as for a
+    document without a language)."""
+    if segmenter == BY_SCRIPT:
+        segmenter = _by_script(text)
+    if segmenter is None:
+        return TOKEN_RE.findall(text)
+    return [text[a:b] for a, b in segment.word_spans(text, segmenter, _gap_spans)]
+
+
+def token_spans(text: str, segmenter: str | None = BY_SCRIPT) -> np.ndarray:
+    """(start, end) character offsets of every token, shape (n, 2) (``segmenter``: as in
+    :func:`tokenize`)."""
+    if segmenter == BY_SCRIPT:
+        segmenter = _by_script(text)
+    if segmenter is None:
+        spans = _gap_spans(text)
+    else:
+        spans = segment.word_spans(text, segmenter, _gap_spans)
     return np.array(spans, np.int64).reshape(-1, 2)
+
+
+def _by_script(text: str) -> str | None:
+    keys = segment.segmenters(pa.array([text], pa.large_string()))
+    return None if keys is None else keys[0]
+
+
+def _gap_spans(text: str) -> list[tuple[int, int]]:
+    return [m.span() for m in TOKEN_RE.finditer(text)]
+
+
+def _segmenters(table: pa.Table) -> list[str | None]:
+    """Each document's segmenter (None: whitespace tokens), from its language or script."""
+    languages = table["language"] if "language" in table.column_names else None
+    keys = segment.segmenters(table["text"], languages)
+    return [None] * table.num_rows if keys is None else keys.tolist()
 
 
 def _token_hashes(vocab: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -176,19 +217,34 @@ def shard_rows(lengths: np.ndarray, budget: int) -> list[tuple[int, int]]:
     return out
 
 
-def index_shard(texts: list[str | None], ids: list[str | None], k: int) -> dict[str, np.ndarray]:
-    """Group the equal K-token windows of one shard with a suffix array.
+def index_shard(
+    texts: list[str | None],
+    ids: list[str | None],
+    k: int,
+    segmenters: list[str | None] | None = None,
+    groups: list[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Group the equal K-token windows of one shard with a suffix array (``segmenters``: each
+    document's, see :func:`tokenize`).
 
     Returns ``grp`` (per token: its window's group, -1 where fewer than K tokens remain in the
     document), per group ``owner`` (rank of its smallest id within the shard) and ``h1``/``h2``
     (its 128-bit hash), and ``doc_starts`` (each document's first token; one extra at the end).
+    ``groups`` (``by: language``): each document's language, part of each of its tokens, so
+    windows of different groups never match (not in a shard, nor by hash across shards).
     """
     from pydivsufsort import kasai
 
     vocab: dict[str, int] = {"": 0}  # id 0 is the separator after each document
     pieces, lengths = [], []
-    for text in texts:
-        ids_ = [vocab.setdefault(t, len(vocab)) for t in tokenize(text or "")]
+    keys = segmenters
+    if keys is None:  # from each text's script, as for documents without a language
+        keys = _segmenters(pa.table({"text": pa.array(texts, pa.large_string())}))
+    for i, (text, key) in enumerate(zip(texts, keys, strict=True)):
+        tokens = tokenize(text or "", key)
+        if groups is not None:
+            tokens = [f"{groups[i]}\x00{t}" for t in tokens]
+        ids_ = [vocab.setdefault(t, len(vocab)) for t in tokens]
         ids_.append(0)
         pieces.append(np.array(ids_, np.uint32))
         lengths.append(len(ids_) - 1)
@@ -260,6 +316,7 @@ class DedupSubstring(GlobalStage):
             raise ConfigError(
                 f"dedup_substring needs pydivsufsort (pip install pydivsufsort): {e}"
             ) from None
+        segment.check_available()
 
     def run(self, ctx: GlobalContext) -> StageStats:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -330,13 +387,20 @@ class DedupSubstring(GlobalStage):
     def _index_part(self, part: str, part_no: int, shards_dir: str, windows_dir: str) -> dict:
         c0 = time.process_time()
         k = self.params.min_span_tokens
-        table = pq.read_table(part, columns=["id", "text"])
+        has_language = "language" in pq.read_schema(part).names
+        table = pq.read_table(part, columns=["id", "text"] + ["language"] * has_language)
         texts, ids = table["text"].to_pylist(), table["id"].to_pylist()
+        keys = _segmenters(table)
+        groups = None
+        if self.params.by == "language":
+            groups = read_languages(part, self.name).to_pylist()
         lengths = _utf8_lengths(table)
         shards, h1s, h2s, shard_nos = [], [], [], []
         Path(shards_dir).mkdir(parents=True, exist_ok=True)
         for s, (lo, hi) in enumerate(shard_rows(lengths, self.params.shard_bytes)):
-            idx = index_shard(texts[lo:hi], ids[lo:hi], k)
+            idx = index_shard(
+                texts[lo:hi], ids[lo:hi], k, keys[lo:hi], groups[lo:hi] if groups else None
+            )
             np.savez(Path(shards_dir) / f"{part_no:06d}-{s:06d}.npz", lo=lo, hi=hi, **idx)
             shards.append(
                 {
@@ -411,6 +475,7 @@ class DedupSubstring(GlobalStage):
         table = pq.read_table(part)
         n = table.num_rows
         texts, ids = table["text"].to_pylist(), table["id"].to_pylist()
+        keys = _segmenters(table)
         cross: dict[int, pd.DataFrame] = {}
         cross_path = Path(cross_dir) / f"part={part_no}"
         if cross_path.is_dir():
@@ -441,7 +506,8 @@ class DedupSubstring(GlobalStage):
                 a, b = int(doc_starts[d]), int(doc_starts[d + 1]) - 1  # b: the separator
                 mask = removed[a:b]
                 text = texts[row]
-                cut, sample = _cut(text, token_spans(text), mask, window_group[a:b], owner_id)
+                spans = token_spans(text, keys[row])
+                cut, sample = _cut(text, spans, mask, window_group[a:b], owner_id)
                 gone, left = int(mask.sum()), int(b - a - mask.sum())
                 new_texts[row] = cut
                 spans_removed[row] = len(sample)

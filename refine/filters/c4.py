@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +33,14 @@ from pydantic import Field
 from refine.errors import ConfigError
 from refine.filters import badwords as BW
 from refine.filters import words as W
-from refine.pipeline.stage import FilterStage, StageParams, StageResult, text_bytes
+from refine.filters.gopher import language_flags, limit
+from refine.filters.languages import (
+    LanguageGroups,
+    LanguageParams,
+    PerLanguageStage,
+    language_settings,
+)
+from refine.pipeline.stage import FilterStage, StageResult, text_bytes
 
 CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
 END_PUNCTUATION = (".", "?", "!", '"', "'")
@@ -53,12 +61,17 @@ SENTENCE_PUNCT = frozenset(
 NEW_TEXT = "_c4_text"
 
 
-class C4Quality(FilterStage):
+class C4Quality(PerLanguageStage, FilterStage):
     """C4's heuristics: drops documents, and drops lines from the documents it keeps."""
 
     name = "c4"
 
-    class Params(StageParams):
+    class Params(LanguageParams):
+        #: with ``languages``: the document rules' thresholds (FineWeb-2 sets none of them)
+        per_language: ClassVar[frozenset[str]] = frozenset(
+            {"min_num_sentences", "badwords_keep_fraction"}
+        )
+
         remove_citations: bool = True
         """Remove Wikipedia-style citations such as [1], [edit], [citation needed]."""
         filter_no_terminal_punct: bool = True
@@ -90,7 +103,15 @@ class C4Quality(FilterStage):
         badwords_lists: dict[str, str] = Field(default_factory=dict)
         """language -> file (one entry per line) replacing or adding to the shipped lists."""
 
-    thresholds = frozenset({"min_num_sentences", "badwords_keep_fraction", "badwords_seed"})
+    thresholds = frozenset(
+        {
+            "min_num_sentences",
+            "badwords_keep_fraction",
+            "badwords_seed",
+            "languages",
+            "unknown_language",
+        }
+    )
     SIGNALS = ("c4_lorem_ipsum_line", "c4_curly_bracket_line", "c4_num_sentences", "c4_kept_lines")
 
     def check(self) -> None:
@@ -144,7 +165,7 @@ class C4Quality(FilterStage):
         kept = line.filter(pa.array(ok))
         kept_parents = parents[ok]
         kept_words = W.split_texts(kept.to_pylist())
-        sentences = _sentence_counts(kept_words) if p.min_num_sentences != -1 else None
+        sentences = _sentence_counts(kept_words) if self._counts_sentences() else None
         n_sentences = (
             np.bincount(kept_parents, weights=sentences, minlength=n).astype(np.int64)
             if sentences is not None
@@ -162,6 +183,13 @@ class C4Quality(FilterStage):
         if p.filter_badwords:
             out["c4_badwords"] = self._badwords(table, new_text)
         return out
+
+    def _counts_sentences(self) -> bool:
+        """Whether any document's ``min_num_sentences`` (its language's, or the stage's) is on."""
+        p = self.params
+        if p.languages is None:
+            return p.min_num_sentences != -1
+        return any(s.min_num_sentences != -1 for s in [p, *language_settings(p).values()])
 
     def _badwords(self, table: pa.Table, text: pa.Array) -> pa.Array:
         """Per document: bad-word occurrences in ``text`` (its kept lines); null when its
@@ -192,20 +220,31 @@ class C4Quality(FilterStage):
 
     def decide(self, table: pa.Table) -> pa.Array:
         p = self.params
+        groups = LanguageGroups(table, p)
         lorem = _line_or_inf(table["c4_lorem_ipsum_line"])
         curly = _line_or_inf(table["c4_curly_bracket_line"])
         reasons = np.full(table.num_rows, None, dtype=object)
-        reasons[np.isfinite(curly) & (curly < lorem)] = "curly_bracket"
-        reasons[np.isfinite(lorem) & (lorem <= curly)] = "lorem_ipsum"
-        few = W.as_numpy(table["c4_num_sentences"]) < p.min_num_sentences
+        for mask, reason in language_flags(groups):
+            reasons[mask] = reason
+        undecided = reasons == None  # noqa: E711
+        reasons[undecided & np.isfinite(curly) & (curly < lorem)] = "curly_bracket"
+        reasons[undecided & np.isfinite(lorem) & (lorem <= curly)] = "lorem_ipsum"
+        with np.errstate(invalid="ignore"):
+            few = W.as_numpy(table["c4_num_sentences"]) < limit(
+                groups, p, lambda s: s.min_num_sentences
+            )
         reasons[(reasons == None) & few] = "too_few_sentences"  # noqa: E711
         if p.filter_badwords:
             found = W.as_numpy(pc.fill_null(table["c4_badwords"], 0)) > 0
-            if p.badwords_keep_fraction > 0:
+            keep_fraction = np.broadcast_to(
+                np.nan_to_num(limit(groups, p, lambda s: s.badwords_keep_fraction)),
+                (table.num_rows,),
+            )
+            if (keep_fraction > 0).any():
                 rows = np.flatnonzero(found)
                 ids = table["id"].take(pa.array(rows)).to_pylist()
                 draws = np.array([_uniform(p.badwords_seed, i) for i in ids], np.float64)
-                found[rows[draws < p.badwords_keep_fraction]] = False
+                found[rows[draws < keep_fraction[rows]]] = False
             reasons[(reasons == None) & found] = "document_removed_with_badwords"  # noqa: E711
         return pa.array(reasons, pa.string())
 

@@ -6,7 +6,10 @@ index built once on the driver and matching vectorised over a whole partition.
 **Words.** A text is lower-cased and stripped of punctuation and symbols (Unicode ``\\p{P}`` and
 ``\\p{S}``: ``don't`` -> ``dont``, ``3.14`` -> ``314``; numbers are kept), then split on white space
 (any: a line break is a space). The n-grams are runs of ``ngram`` consecutive words, so a planted
-passage is found whatever its case, punctuation or line breaks.
+passage is found whatever its case, punctuation or line breaks. Text in a script written without
+spaces (Chinese, Japanese, Thai...) is segmented into words first (``refine.pipeline.segment``):
+a document by its ``language`` column (else its characters), a benchmark text by its characters,
+with the same segmenters, so a Chinese item's n-grams are words as in the documents.
 
 **Items.** Each benchmark record is an item (its ``id_field`` value, else its row number). Its
 texts are the string values of ``fields`` (default: every string field, strings inside lists such as
@@ -57,10 +60,12 @@ import xxhash
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from refine.errors import ConfigError, RefineError
+from refine.pipeline import segment
+from refine.pipeline.segment import LANGUAGE_COLUMN
 from refine.pipeline.stage import FilterStage, StageParams, StageResult, text_bytes
 
 #: Bump when the index layout or the hashing changes: old cache files are then not used.
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 #: Unicode punctuation and symbols, removed before splitting into words (RE2 syntax).
 PUNCT_RE = r"[\p{P}\p{S}]+"
 #: Multiplier of the n-gram polynomial (odd, so invertible mod 2^64) and its inverse.
@@ -153,6 +158,7 @@ class Decontaminate(FilterStage):
 
     # -- build time (driver) ---------------------------------------------------------------------
     def check(self) -> None:
+        segment.check_available()
         self.index_file()
 
     def index_file(self) -> str:
@@ -179,7 +185,7 @@ class Decontaminate(FilterStage):
     def score(self, table: pa.Table) -> dict[str, pa.Array]:
         p = self.params
         index = self._index()
-        words = normalised_words(table["text"])
+        words = normalised_words(table["text"], _languages(table))
         m = index.match(words, p.cut_margin)
         bench, item = index.describe(m.best_ref)
         return {
@@ -213,7 +219,10 @@ class Decontaminate(FilterStage):
             stats.counters[f"benchmark:{name}"] += n
         if p.action == "cut" and len(over):
             texts = out["text"].combine_chunks().take(pa.array(over))
-            new, cut = cut_texts(self._index(), texts, p.cut_margin)
+            languages = _languages(out)
+            if languages is not None:
+                languages = languages.take(pa.array(over))
+            new, cut = cut_texts(self._index(), texts, p.cut_margin, languages)
             values = out["text"].combine_chunks().to_pylist()
             for j, row in enumerate(over.tolist()):
                 values[row] = new[j]
@@ -251,8 +260,16 @@ def normalise(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     return pc.replace_substring_regex(pc.utf8_lower(texts), PUNCT_RE, "")
 
 
-def normalised_words(texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
-    """One list of normalised words per text (null text: no words)."""
+def _languages(table: pa.Table) -> pa.ChunkedArray | None:
+    return table[LANGUAGE_COLUMN] if LANGUAGE_COLUMN in table.column_names else None
+
+
+def normalised_words(
+    texts: pa.Array | pa.ChunkedArray, languages: pa.Array | pa.ChunkedArray | None = None
+) -> pa.ListArray:
+    """One list of normalised words per text (null text: no words); texts in a script without
+    spaces are segmented first (by ``languages``, one label per text, else by their script)."""
+    texts = segment.spaced(texts, languages)
     # trimmed first: Arrow gives an empty word for white space at either end
     words = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(normalise(texts)))
     if isinstance(words, pa.ChunkedArray):
@@ -768,11 +785,17 @@ def _item_ngrams(
 # -- cutting --------------------------------------------------------------------------------
 
 
-def cut_texts(index: BenchmarkIndex, texts: pa.Array, margin: int) -> tuple[list[str], np.ndarray]:
+def cut_texts(
+    index: BenchmarkIndex,
+    texts: pa.Array,
+    margin: int,
+    languages: pa.Array | pa.ChunkedArray | None = None,
+) -> tuple[list[str], np.ndarray]:
     """``texts`` with every match (plus ``margin`` words either side) removed, and the number of
-    words removed from each. Words are the raw white-space tokens normalised one by one, the same
-    words as ``normalised_words`` gives, so their characters can be found in the text."""
-    raw = pc.utf8_split_whitespace(texts)
+    words removed from each. Words are the raw white-space tokens (segmented words in a script
+    without spaces) normalised one by one, the same words as ``normalised_words`` gives, so their
+    characters can be found in the text."""
+    raw = pc.utf8_split_whitespace(segment.spaced(texts, languages))
     raw = pc.fill_null(raw, pa.scalar([], raw.type))
     flat = raw.flatten()
     norm = pa.ListArray.from_arrays(raw.offsets, normalise(flat))

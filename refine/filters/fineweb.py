@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from refine.filters import words as W
-from refine.filters.gopher import TERMINAL_PUNCTUATION, first_failure
-from refine.pipeline.stage import FilterStage, StageParams
+from refine.filters.gopher import TERMINAL_PUNCTUATION, first_failure, language_flags, limit
+from refine.filters.languages import LanguageGroups, LanguageParams, PerLanguageStage
+from refine.pipeline.stage import FilterStage
 
 
-class FineWebQuality(FilterStage):
-    """Drops list-like, unpunctuated or line-duplicated documents, as FineWeb did."""
+class FineWebQuality(PerLanguageStage, FilterStage):
+    """Drops list-like, unpunctuated or line-duplicated documents, as FineWeb did; with
+    ``languages``, by each document's language's thresholds (FineWeb-2's ``line_punct_thr`` and
+    ``new_line_ratio``)."""
 
     name = "fineweb"
     thresholds = frozenset(
@@ -22,10 +27,22 @@ class FineWebQuality(FilterStage):
             "short_line_thr",
             "char_duplicates_ratio",
             "new_line_ratio",
+            "languages",
+            "unknown_language",
         }
     )
 
-    class Params(StageParams):
+    class Params(LanguageParams):
+        per_language: ClassVar[frozenset[str]] = frozenset(
+            {
+                "line_punct_thr",
+                "line_punct_exclude_zero",
+                "short_line_thr",
+                "char_duplicates_ratio",
+                "new_line_ratio",
+            }
+        )
+
         line_punct_thr: float = 0.12
         """Min share of non-blank lines ending with a stop character."""
         line_punct_exclude_zero: bool = False
@@ -87,16 +104,22 @@ class FineWebQuality(FilterStage):
 
     def decide(self, table: pa.Table) -> pa.Array:
         p = self.params
+        groups = LanguageGroups(table, p)
+
+        def t(name: str):
+            return limit(groups, p, lambda s: getattr(s, name))
+
         empty = W.as_numpy(table["fineweb_lines"]) == 0
         punct = W.as_numpy(table["fineweb_line_punct_ratio"]).astype(np.float64)
+        exclude_zero = np.asarray(t("line_punct_exclude_zero")) == 1
         with np.errstate(invalid="ignore"):
-            low_punct = (punct < p.line_punct_thr) & ~((punct == 0) & p.line_punct_exclude_zero)
+            low_punct = (punct < t("line_punct_thr")) & ~((punct == 0) & exclude_zero)
         return first_failure(
             table,
-            [(empty, "empty"), (low_punct, "line_punct_ratio")],
+            [*language_flags(groups), (empty, "empty"), (low_punct, "line_punct_ratio")],
             [
-                ("fineweb_short_line_ratio", p.short_line_thr, "short_line_ratio", ">"),
-                ("fineweb_char_dup_ratio", p.char_duplicates_ratio, "char_dup_ratio", ">"),
-                ("fineweb_list_ratio", p.new_line_ratio, "list_ratio", ">"),
+                ("fineweb_short_line_ratio", t("short_line_thr"), "short_line_ratio", ">"),
+                ("fineweb_char_dup_ratio", t("char_duplicates_ratio"), "char_dup_ratio", ">"),
+                ("fineweb_list_ratio", t("new_line_ratio"), "list_ratio", ">"),
             ],
         )

@@ -3,20 +3,36 @@
 Every rule's value is a signal column; ``decide`` applies the thresholds of ``Params`` in
 datatrove's order and gives datatrove's reason for the first rule that fails. Words come from the
 shared ``_words`` column (see ``refine.filters.words``).
+
+With ``languages`` (``refine.filters.languages``) each document is judged by its language's
+thresholds, and ``gopher_quality`` counts its language's stop words: ``languages: fineweb2`` gives
+FineWeb-2's published values for 20 languages.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import model_validator
 
 from refine.filters import words as W
-from refine.pipeline.stage import FilterStage, StageParams
+from refine.filters.languages import (
+    NO_SETTINGS,
+    LanguageGroups,
+    LanguageParams,
+    PerLanguageStage,
+    language_settings,
+)
+from refine.pipeline.stage import FilterStage
 
 # datatrove.utils.text.PUNCTUATION_SET: a word made only of these is a "symbol" word.
 _PUNCTUATION = (
@@ -40,16 +56,52 @@ def _arr(values: np.ndarray, type_: pa.DataType = _F64) -> pa.Array:
     return pa.array(values, type=type_, from_pandas=True)
 
 
-class GopherRepetition(FilterStage):
+def limit(
+    groups: LanguageGroups,
+    params: LanguageParams,
+    get: Callable[[LanguageParams], float | None],
+    falsy_is_off: bool = False,
+) -> float | np.ndarray | None:
+    """A rule's threshold: the stage's own value when every row uses the stage's params, else a
+    per-row array of the row's language's value (NaN: rule off for that row)."""
+    if groups.uniform:
+        value = get(params)
+        return (value or None) if falsy_is_off else value
+    return groups.values(get, falsy_is_off)
+
+
+def language_flags(groups: LanguageGroups) -> list[tuple[np.ndarray, str]]:
+    """The ``unknown_language: drop`` flag, for ``first_failure``."""
+    return [] if groups.uniform else [(groups.unsettled(), NO_SETTINGS)]
+
+
+class GopherRepetition(PerLanguageStage, FilterStage):
     """Drops documents made of repeated lines, paragraphs or n-grams (datatrove's
-    ``GopherRepetitionFilter``)."""
+    ``GopherRepetitionFilter``); with ``languages``, by each document's language's thresholds."""
 
     name = "gopher_repetition"
     thresholds = frozenset(
-        {"dup_line_frac", "dup_para_frac", "dup_line_char_frac", "dup_para_char_frac"}
+        {
+            "dup_line_frac",
+            "dup_para_frac",
+            "dup_line_char_frac",
+            "dup_para_char_frac",
+            "languages",
+            "unknown_language",
+        }
     )
 
-    class Params(StageParams):
+    class Params(LanguageParams):
+        per_language: ClassVar[frozenset[str]] = frozenset(
+            {
+                "dup_line_frac",
+                "dup_para_frac",
+                "dup_line_char_frac",
+                "dup_para_char_frac",
+                "top_n_grams",
+                "dup_n_grams",
+            }
+        )
         dup_line_frac: float | None = 0.3
         """Max share of lines that repeat an earlier line (0 or null: off)."""
         dup_para_frac: float | None = 0.3
@@ -69,6 +121,21 @@ class GopherRepetition(FilterStage):
             (10, 0.10),
         )
         """(n, max share of characters in word n-grams that repeat an earlier n-gram)."""
+
+        @model_validator(mode="after")
+        def _same_ngram_sizes(self):
+            # the signals are the stage's n-gram sizes; a language can only re-set thresholds
+            if self.languages is None:
+                return self
+            for label, s in language_settings(self).items():
+                for key in ("top_n_grams", "dup_n_grams"):
+                    extra = {n for n, _ in getattr(s, key)} - {n for n, _ in getattr(self, key)}
+                    if extra:
+                        raise ValueError(
+                            f"languages.{label}.{key}: n = {sorted(extra)} not in the stage's "
+                            f"{key}; add (n, threshold) there so the signal is computed"
+                        )
+            return self
 
     def signal_names(self, table: pa.Table | None = None) -> list[str]:
         p = self.params
@@ -105,32 +172,45 @@ class GopherRepetition(FilterStage):
 
     def decide(self, table: pa.Table) -> pa.Array:
         p = self.params
-        rules = [
+        groups = LanguageGroups(table, p)
+
+        def frac(name: str) -> float | np.ndarray | None:
             # datatrove: a falsy threshold (0, None) turns these four rules off
-            ("gopher_rep_dup_para_frac", p.dup_para_frac or None, "dup_para_frac"),
-            ("gopher_rep_dup_para_char_frac", p.dup_para_char_frac or None, "dup_para_char_frac"),
-            ("gopher_rep_dup_line_frac", p.dup_line_frac or None, "dup_line_frac"),
-            ("gopher_rep_dup_line_char_frac", p.dup_line_char_frac or None, "dup_line_char_frac"),
-            *((f"gopher_rep_top_{k}_gram_frac", t, f"top_{k}_gram") for k, t in p.top_n_grams),
+            return limit(groups, p, lambda s: getattr(s, name), falsy_is_off=True)
+
+        def gram(key: str, n: int) -> float | np.ndarray | None:
+            return limit(groups, p, lambda s: dict(getattr(s, key)).get(n))
+
+        rules = [
+            ("gopher_rep_dup_para_frac", frac("dup_para_frac"), "dup_para_frac"),
+            ("gopher_rep_dup_para_char_frac", frac("dup_para_char_frac"), "dup_para_char_frac"),
+            ("gopher_rep_dup_line_frac", frac("dup_line_frac"), "dup_line_frac"),
+            ("gopher_rep_dup_line_char_frac", frac("dup_line_char_frac"), "dup_line_char_frac"),
             *(
-                (f"gopher_rep_dup_{k}_gram_frac", t, f"duplicated_{k}_n_grams")
-                for k, t in p.dup_n_grams
+                (f"gopher_rep_top_{k}_gram_frac", gram("top_n_grams", k), f"top_{k}_gram")
+                for k, _ in p.top_n_grams
+            ),
+            *(
+                (f"gopher_rep_dup_{k}_gram_frac", gram("dup_n_grams", k), f"duplicated_{k}_n_grams")
+                for k, _ in p.dup_n_grams
             ),
         ]
         empty = W.as_numpy(pc.equal(W.texts(table), "")).astype(bool)
-        return first_failure(table, [(empty, "empty")], [(c, t, r, ">") for c, t, r in rules])
+        flags = [*language_flags(groups), (empty, "empty")]
+        return first_failure(table, flags, [(c, t, r, ">") for c, t, r in rules])
 
 
 def first_failure(
     table: pa.Table,
     flags: list[tuple[np.ndarray, str]],
-    rules: list[tuple[str, float | None, str, str]],
+    rules: list[tuple[str, float | np.ndarray | None, str, str]],
 ) -> pa.Array:
     """The reason of the first failing rule per row (null: kept), in the order given.
 
     ``flags`` are precomputed boolean masks checked first; each rule is (signal column,
     threshold, reason, ``>`` or ``<``): the row fails when ``signal op threshold``. A None
-    threshold disables the rule. NaN signals never fail.
+    threshold disables the rule; a threshold may also be a per-row array (NaN: off for that
+    row). NaN signals never fail.
     """
     n = table.num_rows
     reasons = np.full(n, None, dtype=object)
@@ -319,12 +399,17 @@ class _Grams:
     counts: np.ndarray  # occurrences of each number
 
 
-class GopherQuality(FilterStage):
-    """Drops documents whose words do not look like prose (datatrove's ``GopherQualityFilter``)."""
+class GopherQuality(PerLanguageStage, FilterStage):
+    """Drops documents whose words do not look like prose (datatrove's ``GopherQualityFilter``);
+    with ``languages``, by each document's language's thresholds and stop words."""
 
     name = "gopher_quality"
+    #: ``languages`` is a threshold although its stop words are scoring: ``score_fingerprint``
+    #: adds the stop words per language, so only a change of them recomputes the signals.
     thresholds = frozenset(
         {
+            "languages",
+            "unknown_language",
             "min_doc_words",
             "max_doc_words",
             "min_avg_word_length",
@@ -337,7 +422,22 @@ class GopherQuality(FilterStage):
         }
     )
 
-    class Params(StageParams):
+    class Params(LanguageParams):
+        per_language: ClassVar[frozenset[str]] = frozenset(
+            {
+                "min_doc_words",
+                "max_doc_words",
+                "min_avg_word_length",
+                "max_avg_word_length",
+                "max_symbol_word_ratio",
+                "max_bullet_lines_ratio",
+                "max_ellipsis_lines_ratio",
+                "max_non_alpha_words_ratio",
+                "min_stop_words",
+                "stop_words",
+            }
+        )
+
         min_doc_words: int | None = 50
         """Min words that are not only punctuation (0 or null: off)."""
         max_doc_words: int | None = 100000
@@ -357,7 +457,9 @@ class GopherQuality(FilterStage):
         min_stop_words: int | None = 2
         """Min number of distinct stop words present."""
         stop_words: tuple[str, ...] | None = None
-        """Stop words (case-sensitive); null: the, be, to, of, and, that, have, with."""
+        """Stop words (case-sensitive); null: the, be, to, of, and, that, have, with. Per
+        language (``languages``, FineWeb-2's ``stopwords``) each document is scored with its
+        language's list."""
 
     SIGNALS = (
         "gopher_word_count",
@@ -373,6 +475,30 @@ class GopherQuality(FilterStage):
     def signal_names(self, table: pa.Table | None = None) -> list[str]:
         return list(self.SIGNALS)
 
+    def score_fingerprint(self) -> str:
+        base = super().score_fingerprint()
+        if self.params.languages is None:
+            return base
+        stops = {k: s.stop_words for k, s in sorted(language_settings(self.params).items())}
+        ident = json.dumps([base, stops], sort_keys=True)
+        return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+    def _stop_words(self, table: pa.Table, flat: pa.Array, parents: np.ndarray) -> np.ndarray:
+        """Distinct stop words per document, each document with its language's list."""
+        n = table.num_rows
+        groups = LanguageGroups(table, self.params)
+        if groups.uniform:
+            return _distinct_hits(flat, parents, self.params.stop_words, n)
+        counts = np.zeros(n, np.int64)
+        word_group = groups.index[parents]
+        for i, settings in enumerate(groups.settings):
+            mask = word_group == i
+            if not mask.any():
+                continue
+            stop_words = (settings or self.params).stop_words
+            counts += _distinct_hits(flat.filter(pa.array(mask)), parents[mask], stop_words, n)
+        return counts
+
     def score(self, table: pa.Table) -> dict[str, pa.Array]:
         n = table.num_rows
         text = W.texts(table)
@@ -386,15 +512,7 @@ class GopherQuality(FilterStage):
         word_count = np.bincount(parents[non_symbol], minlength=n).astype(np.int64)
         length_sum = np.bincount(parents[non_symbol], weights=lens[non_symbol], minlength=n)
         alpha = W.per_row_sum(pc.match_substring_regex(flat, r"\pL"), parents, n)
-        stop = np.array(STOP_WORDS if self.params.stop_words is None else self.params.stop_words)
-        stop_ids = (
-            W.as_numpy(pc.index_in(flat, pa.array(stop, pa.large_string())))
-            if len(stop)
-            else np.full(len(flat), np.nan)
-        )
-        hit = ~np.isnan(stop_ids.astype(np.float64))
-        pairs = np.unique(parents[hit] * max(len(stop), 1) + stop_ids[hit].astype(np.int64))
-        stop_count = np.bincount(pairs // max(len(stop), 1), minlength=n).astype(np.int64)
+        stop_count = self._stop_words(table, flat, parents)
 
         hashes = W.as_numpy(pc.count_substring(text, "#"))
         ellipses = W.as_numpy(pc.count_substring(text, "...")) + W.as_numpy(
@@ -423,55 +541,76 @@ class GopherQuality(FilterStage):
 
     def decide(self, table: pa.Table) -> pa.Array:
         p = self.params
-        # datatrove: a falsy threshold (0, None) turns a rule off
+        groups = LanguageGroups(table, p)
+
+        def t(name: str) -> float | np.ndarray | None:
+            # datatrove: a falsy threshold (0, None) turns a rule off
+            return limit(groups, p, lambda s: getattr(s, name), falsy_is_off=True)
+
         return first_failure(
             table,
-            [],
+            language_flags(groups),
             [
-                ("gopher_word_count", p.min_doc_words or None, "gopher_short_doc", "<"),
-                ("gopher_word_count", p.max_doc_words or None, "gopher_long_doc", ">"),
+                ("gopher_word_count", t("min_doc_words"), "gopher_short_doc", "<"),
+                ("gopher_word_count", t("max_doc_words"), "gopher_long_doc", ">"),
                 (
                     "gopher_mean_word_length",
-                    p.min_avg_word_length or None,
+                    t("min_avg_word_length"),
                     "gopher_below_avg_threshold",
                     "<",
                 ),
                 (
                     "gopher_mean_word_length",
-                    p.max_avg_word_length or None,
+                    t("max_avg_word_length"),
                     "gopher_above_avg_threshold",
                     ">",
                 ),
                 (
                     "gopher_hash_word_ratio",
-                    p.max_symbol_word_ratio or None,
+                    t("max_symbol_word_ratio"),
                     "gopher_too_many_hashes",
                     ">",
                 ),
                 (
                     "gopher_ellipsis_word_ratio",
-                    p.max_symbol_word_ratio or None,
+                    t("max_symbol_word_ratio"),
                     "gopher_too_many_ellipsis",
                     ">",
                 ),
                 (
                     "gopher_bullet_lines_ratio",
-                    p.max_bullet_lines_ratio or None,
+                    t("max_bullet_lines_ratio"),
                     "gopher_too_many_bullets",
                     ">",
                 ),
                 (
                     "gopher_ellipsis_lines_ratio",
-                    p.max_ellipsis_lines_ratio or None,
+                    t("max_ellipsis_lines_ratio"),
                     "gopher_too_many_end_ellipsis",
                     ">",
                 ),
                 (
                     "gopher_alpha_words_ratio",
-                    p.max_non_alpha_words_ratio or None,
+                    t("max_non_alpha_words_ratio"),
                     "gopher_below_alpha_threshold",
                     "<",
                 ),
-                ("gopher_stop_words", p.min_stop_words or None, "gopher_enough_stop_words", "<"),
+                ("gopher_stop_words", t("min_stop_words"), "gopher_enough_stop_words", "<"),
             ],
         )
+
+
+def _distinct_hits(
+    flat: pa.Array, parents: np.ndarray, stop_words: tuple[str, ...] | None, n: int
+) -> np.ndarray:
+    """Per document (``parents`` numbers the word's document): how many distinct stop words of
+    the list occur among its words (null list: English ``STOP_WORDS``)."""
+    stop = np.array(STOP_WORDS if stop_words is None else stop_words)
+    stop_ids = (
+        W.as_numpy(pc.index_in(flat, pa.array(stop, pa.large_string())))
+        if len(stop)
+        else np.full(len(flat), np.nan)
+    )
+    hit = ~np.isnan(stop_ids.astype(np.float64))
+    pairs = np.unique(parents[hit] * max(len(stop), 1) + stop_ids[hit].astype(np.int64))
+    return np.bincount(pairs // max(len(stop), 1), minlength=n).astype(np.int64)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -36,9 +37,10 @@ from refine.errors import ConfigError
 from refine.filters import words as W
 from refine.filters.badwords import ALLOWLIST, ASSETS, UNSPACED
 from refine.filters.badwords import re2_escape as _re2_escape
-from refine.filters.gopher import _NGramIndex, first_failure
+from refine.filters.gopher import _NGramIndex, first_failure, language_flags, limit
+from refine.filters.languages import LanguageGroups, LanguageParams, PerLanguageStage
 from refine.filters.reference import load_reference
-from refine.pipeline.stage import FilterStage, StageParams
+from refine.pipeline.stage import FilterStage
 
 #: A character that is not part of a word (RE2 syntax): letters, digits and marks are.
 _SEP = r"[^\pL\pN\pM]"
@@ -47,7 +49,12 @@ _SEP_PY = regex.compile(r"([^\p{L}\p{N}\p{M}])")
 SIGNALS = ("llama3_dup_ngram_coverage", "llama3_dirty_words", "llama3_token_kl")
 
 
-class Llama3Params(StageParams):
+class Llama3Params(LanguageParams):
+    #: with ``languages``: the three thresholds (FineWeb-2 sets none of them)
+    per_language: ClassVar[frozenset[str]] = frozenset(
+        {"max_dup_ngram_coverage", "max_dirty_words", "max_token_kl"}
+    )
+
     ngram_size: int = Field(default=5, ge=1, le=50)
     """Word n-gram size of the duplicated n-gram coverage."""
     max_dup_ngram_coverage: float | None = 0.4
@@ -75,12 +82,14 @@ class Llama3Params(StageParams):
     signal for yours."""
 
 
-class Llama3Heuristics(FilterStage):
+class Llama3Heuristics(PerLanguageStage, FilterStage):
     """Drops repeated-content pages, adult pages and outlier-token pages (Llama 3's heuristics)."""
 
     name = "llama3_heuristics"
     path_params = ("reference", "dirty_word_lists")
     Params = Llama3Params
+    #: ``languages`` / ``unknown_language`` are not listed (tests pin this set): changing them
+    #: recomputes the signals, which is correct, only slower than a re-tune.
     thresholds = frozenset({"max_dup_ngram_coverage", "max_dirty_words", "max_token_kl"})
 
     def check(self) -> None:
@@ -117,13 +126,23 @@ class Llama3Heuristics(FilterStage):
 
     def decide(self, table: pa.Table) -> pa.Array:
         p = self.params
+        groups = LanguageGroups(table, p)
+
+        def t(name: str):
+            return limit(groups, p, lambda s: getattr(s, name))
+
         return first_failure(
             table,
-            [],
+            language_flags(groups),
             [
-                ("llama3_dup_ngram_coverage", p.max_dup_ngram_coverage, "llama3_dup_ngrams", ">"),
-                ("llama3_dirty_words", p.max_dirty_words, "llama3_dirty_words", ">"),
-                ("llama3_token_kl", p.max_token_kl, "llama3_token_kl", ">"),
+                (
+                    "llama3_dup_ngram_coverage",
+                    t("max_dup_ngram_coverage"),
+                    "llama3_dup_ngrams",
+                    ">",
+                ),
+                ("llama3_dirty_words", t("max_dirty_words"), "llama3_dirty_words", ">"),
+                ("llama3_token_kl", t("max_token_kl"), "llama3_token_kl", ">"),
             ],
         )
 

@@ -11,8 +11,15 @@ cases, prefix / suffix / infix rules, URL match) with its published rules, so wo
 n-grams match datatrove's closely enough for the same keep/drop decisions. Unlike spaCy it
 memoises every whitespace chunk (natural text is Zipfian, so most chunks are cache hits) and falls
 back to a plain regex for chunks longer than ``LONG_CHUNK`` characters, so a 10 MB line without a
-space costs one regex pass. Language-specific segmentation (jieba for Chinese, sudachi for
-Japanese) is not attempted: text without spaces splits into long chunks, as spaCy ``en`` does.
+space costs one regex pass.
+
+Documents whose ``language`` is written without spaces (Chinese, Japanese, Thai, Khmer, Lao,
+Myanmar; a null language: by the document's characters) are split by
+``refine.pipeline.segment``: runs of that script by its segmenter (jieba's dictionary for Chinese,
+Sudachi for Japanese...), the text between runs by the rules above. Only those rows leave the
+vectorised batch path. A table without a ``language`` column (no language ID before the filters)
+splits every document by the English rules, as datatrove's filters do with their default
+``language="en"``: English parity then holds for every page, even a stray Chinese one.
 
 Also here: the line / paragraph helpers and the vectorised duplicate counting that several filters
 share (Python's ``str.splitlines`` / ``str.strip`` semantics, expressed as Arrow regexes).
@@ -27,6 +34,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import regex
+
+from refine.pipeline import segment
+from refine.pipeline.segment import LANGUAGE_COLUMN
 
 WORDS_COLUMN = "_words"
 WORDS_TYPE = pa.list_(pa.large_string())
@@ -377,8 +387,8 @@ def split_words(text: str) -> list[str]:
     return words
 
 
-def split_texts(texts: pa.Array | pa.ChunkedArray | list) -> pa.ListArray:
-    """Words of every text of a batch, as one ``list<large_string>`` array (null text: none).
+def split_spaced(texts: pa.Array | pa.ChunkedArray | list) -> pa.ListArray:
+    """Words of every text of a batch by the English rules alone (no segmentation).
 
     The batch is cut into whitespace chunks by Arrow and the chunks are dictionary-encoded, so
     Python only sees each distinct chunk once (web text is Zipfian: a batch has ~5x fewer
@@ -411,7 +421,44 @@ def split_texts(texts: pa.Array | pa.ChunkedArray | list) -> pa.ListArray:
 
 def compute_words(table: pa.Table) -> pa.ListArray:
     """Split every document of ``table`` into words (the expensive step; done once per chain)."""
-    return split_texts(table["text"])
+    languages = table[LANGUAGE_COLUMN] if LANGUAGE_COLUMN in table.column_names else None
+    return split_texts(table["text"], languages)
+
+
+def split_texts(
+    texts: pa.Array | pa.ChunkedArray | list,
+    languages: pa.Array | pa.ChunkedArray | list | None = None,
+) -> pa.ListArray:
+    """Words of every text of a batch, as one ``list<large_string>`` array (null text: none).
+
+    Texts whose label in ``languages`` (one per text; a null label: by the text's characters)
+    is a language written without spaces are segmented one by one (``refine.pipeline.segment``);
+    all others, and all texts when ``languages`` is None, take the vectorised batch path of
+    :func:`split_spaced`.
+    """
+    if isinstance(texts, list):
+        texts = pa.array(texts, pa.large_string())
+    if languages is None:
+        return split_spaced(texts)
+    if isinstance(languages, list):
+        languages = pa.array(languages, pa.string())
+    keys = segment.segmenters(texts, languages)
+    if keys is None:
+        return split_spaced(texts)
+    texts = combine(pc.fill_null(texts, ""))
+    seg = np.flatnonzero(keys != None)  # noqa: E711 (element-wise)
+    plain = np.flatnonzero(keys == None)  # noqa: E711
+    spaced = split_spaced(texts.take(pa.array(plain, pa.int64())))
+    segmented = pa.array(
+        [
+            segment.split_words(text, key, split_words)
+            for text, key in zip(texts.take(pa.array(seg)).to_pylist(), keys[seg], strict=True)
+        ],
+        WORDS_TYPE,
+    )
+    order = np.empty(len(texts), np.int64)
+    order[np.concatenate([plain, seg])] = np.arange(len(texts))
+    return pa.concat_arrays([spaced, segmented]).take(pa.array(order))
 
 
 def words_of(table: pa.Table) -> pa.ListArray | pa.ChunkedArray:
