@@ -14,7 +14,7 @@ CPU: documents per CPU-second (process CPU time, so the thread count does not fl
 side) and the largest score difference. ``--device cuda``: documents per second of the bare
 model's bf16 forward on pre-tokenized tensors vs refine's whole path (tokenizing included).
 
-    python scripts/bench_model_classifier.py [--docs 64] [--device cpu|cuda] [--json]
+    python scripts/bench_model_classifier.py [--docs 64] [--natural] [--device cpu|cuda] [--json]
 """
 
 from __future__ import annotations
@@ -64,6 +64,15 @@ def build_model(folder: Path, layers: int) -> None:
     )
     BertForSequenceClassification(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
+
+
+def sample_documents(n: int) -> list[str]:
+    """The sample's documents as they are (most shorter than 512 tokens): what length buckets
+    save on real text."""
+    data = Path(os.environ.get("REFINE_TEST_DATA", Path(__file__).parents[2] / "shared" / "data"))
+    with gzip.open(data / "text" / "cc-main-2019-30-en.jsonl.gz", "rt") as f:
+        texts = [t for t in (json.loads(line)["text"] for line in f) if t.strip()]
+    return texts[:n]
 
 
 def documents(n: int) -> list[str]:
@@ -125,13 +134,13 @@ def bare_gpu_forward(folder: Path, texts: list[str], batch: int) -> float:
 def refine_path(
     folder: Path, texts: list[str], batch: int, device: str, precision: str
 ) -> tuple[np.ndarray, float]:
+    import torch
+
     from refine.encoders import ScorerKey, scorer
 
-    sc = scorer(ScorerKey(str(folder), device, precision, None))
+    sc = scorer(ScorerKey(str(folder), device, precision, torch.get_num_threads()))
     sc.predict(texts[:batch], batch)  # warm-up (first-call allocations)
     if device == "cuda":
-        import torch
-
         torch.cuda.synchronize()
     t0 = time.process_time() if device == "cpu" else time.perf_counter()
     scores = sc.predict(texts, batch)
@@ -148,27 +157,37 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=6, help="6: DistilRoBERTa, 12: BERT-base")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: as a Dask worker runs the stage)"
+    )
+    ap.add_argument(
+        "--natural",
+        action="store_true",
+        help="the sample documents at their own lengths (default: every one 512 tokens)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     from refine.encoders import cpu_has_bf16
 
     precision = args.precision
     if precision == "auto":
         precision = "bf16" if args.device == "cuda" or cpu_has_bf16() else "fp32"
-    texts = documents(args.docs)
+    texts = sample_documents(args.docs) if args.natural else documents(args.docs)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         build_model(folder, args.layers)
         result: dict = {
-            "model": f"{args.layers} x 768, GPT-2/RoBERTa BPE, random weights, 512 tokens",
+            "model": f"{args.layers} x 768, GPT-2/RoBERTa BPE, random weights",
             "device": args.device,
             "precision": precision,
             "docs": len(texts),
+            "lengths": "natural (sample documents, cut at 512)" if args.natural else "512 each",
             "batch_size": args.batch_size,
         }
         if args.device == "cpu":
-            import torch
-
             result["threads"] = torch.get_num_threads()
             base, base_cpu = plain(folder, texts, args.batch_size, "cpu")
             ours, ours_cpu = refine_path(folder, texts, args.batch_size, "cpu", precision)
