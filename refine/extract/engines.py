@@ -6,13 +6,14 @@ lxml/resiliparse C code cannot be interrupted from Python anyway. Why ``subproce
 children from them.
 
 Protocol: the parent writes length-prefixed pickle frames to the child's stdin and reads frames
-from its stdout. The first frame is the config; the child answers ``("ready", None)`` once the
-engine is loaded (or ``("error", message)``). Then each request is ``(utf8_html, url, group)`` and
-each answer ``(text, reason, detail, seconds, cpu_seconds)``, in order. The parent allows each
-document ``timeout`` seconds of wall clock, counted from when the child could start it; past that
-it SIGKILLs the child and starts a fresh one lazily. Inside the child a softer alarm
-(``signal.setitimer`` in its main thread) stops slow *Python* code a little earlier, avoiding a
-restart in the common case.
+from its stdout. The first frame is the config; the child answers ``("ready", facts)`` once the
+engine is loaded (or ``("error", message)``), where ``facts`` is a dict of what the engine runs
+with, for the extract stage's report (trafilatura: ``SpeedupReport.summary``; else empty). Then
+each request is ``(utf8_html, url, group)`` and each answer ``(text, reason, detail, seconds,
+cpu_seconds)``, in order. The parent allows each document ``timeout`` seconds of wall clock,
+counted from when the child could start it; past that it SIGKILLs the child and starts a fresh
+one lazily. Inside the child a softer alarm (``signal.setitimer`` in its main thread) stops slow
+*Python* code a little earlier, avoiding a restart in the common case.
 
 Determinism: trafilatura's ``deduplicate`` keeps an LRU cache of paragraphs per process, so its
 output depends on the documents the child saw before (in datatrove it is per worker, so results
@@ -27,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import importlib
+import logging
 import os
 import pickle
 import select
@@ -100,12 +102,15 @@ class ExtractConfig(StageParams):
     deduplicate: bool = True
     fast: bool = False
     """Skip trafilatura's readability/justext fallbacks (faster, different output)."""
-    speedups: bool = True
+    speedups: bool | Literal["force"] = True
     """Run trafilatura with refine's output-preserving speedups (``refine.extract.
     trafilatura_speedups``: its element-selecting XPath as Python loops, regex XPath tests as
     plain XPath, a C element-class lookup, a one-pass outermost-match search, exact rewrites of a
     few hot passages): ~2x less CPU per page, the same text (tested page by page on the sample
-    crawl). False runs trafilatura untouched."""
+    crawl). Only under the trafilatura and lxml versions they were tested with
+    (``TESTED_VERSIONS``); under others trafilatura runs untouched, with a warning. "force":
+    install them under any version (check the text yourself). False runs trafilatura untouched.
+    report.json's extract entry says which: ``summary.trafilatura_speedups``."""
     output_format: Literal["txt", "markdown"] = "txt"
     """trafilatura output format: "txt" or "markdown"."""
 
@@ -239,7 +244,7 @@ def _load_engine(
         if config.speedups and speedups:
             from refine.extract.trafilatura_speedups import install
 
-            install()
+            install(force=config.speedups == "force")
         options = config.trafilatura_options()
         return _prefiltered(config, functools.partial(_trafilatura_extract, extract, options))
     if config.engine == "resiliparse":
@@ -300,9 +305,22 @@ def _prefiltered(config: ExtractConfig, engine: Callable) -> Callable:
     return run
 
 
+def _engine_facts(config: ExtractConfig) -> dict:
+    """What the loaded engine runs with, for the extract stage's report: trafilatura's speedups
+    (status, changes applied, trafilatura and lxml versions); empty for other engines."""
+    if config.engine != "trafilatura":
+        return {}
+    from refine.extract import trafilatura_speedups as ts
+
+    if not config.speedups:
+        return ts.SpeedupReport(status="off", versions=ts.imported_versions()).summary()
+    return ts.install(force=config.speedups == "force").summary()  # the install already done
+
+
 def check_engine(config: ExtractConfig) -> None:
     """Fail at pipeline build time, not hours into a run: raise ConfigError if the engine cannot
-    be imported in this environment (limits are validated by the model itself)."""
+    be imported in this environment (limits are validated by the model itself). Warns, once per
+    build, when trafilatura's speedups are asked for but will be skipped (untested versions)."""
     if config.prefilter_languages:
         if config.engine == "resiliparse":
             raise ConfigError(
@@ -311,6 +329,17 @@ def check_engine(config: ExtractConfig) -> None:
             )
         check_fasttext_model(config.prefilter_model)
     _load_engine(config, speedups=False)
+    if config.engine == "trafilatura" and config.speedups:
+        from refine.extract.trafilatura_speedups import TESTED_VERSIONS, planned_status
+
+        if planned_status(config.speedups) == "skipped_untested_version":
+            tested = ", ".join(f"{n} {'/'.join(v)}" for n, v in TESTED_VERSIONS.items())
+            logging.getLogger(__name__).warning(
+                "extract.speedups: trafilatura's speedups are tested with %s only; this run "
+                "extracts with trafilatura as shipped (~2x the CPU; `speedups: force` installs "
+                "them anyway)",
+                tested,
+            )
 
 
 # --------------------------------------------------------------------------- child side
@@ -365,6 +394,7 @@ def _child_main() -> None:
     config = ExtractConfig(**config_dict)
     try:
         engine = _load_engine(config)
+        facts = _engine_facts(config)
     except Exception as e:
         send(("error", str(e)))
         return
@@ -377,7 +407,7 @@ def _child_main() -> None:
     accepts_bytes = config.engine == "resiliparse"
     signal.signal(signal.SIGALRM, _on_alarm)
     current_group: object = None
-    send(("ready", None))
+    send(("ready", facts))
 
     while True:
         request = recv()
@@ -503,6 +533,8 @@ class _Child:
         os.set_blocking(self.wfd, False)
         self.rbuf = bytearray()
         self.write_broken = False
+        self.facts: dict = {}
+        """What the child's engine runs with (``_engine_facts``), once it is ready."""
         self._wait_ready(hello, config.startup_timeout)
 
     def _wait_ready(self, hello: bytes, startup_timeout: float) -> None:
@@ -523,6 +555,7 @@ class _Child:
                 continue
             status, message = answer
             if status == "ready":
+                self.facts = dict(message or {})
                 return
             self.close()
             raise ConfigError(message)
@@ -602,6 +635,9 @@ class Extractor:
         self._calls = 0
         self.restarts = 0
         """Children started after the first one (timeouts and crashes)."""
+        self.engine_facts: dict = {}
+        """What the latest child's engine runs with (``_engine_facts``: trafilatura's speedups
+        and versions); empty until a child has started."""
 
     def __enter__(self) -> Extractor:
         return self
@@ -656,6 +692,7 @@ class Extractor:
                 self.restarts += 1
             self._started = True
             child = self._child = _Child(self.config)
+            self.engine_facts = child.facts
         return child
 
     def _run(self, source, retry: deque, results: list, group: object) -> bool:

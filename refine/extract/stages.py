@@ -291,7 +291,15 @@ Read = ReadWarc
 
 
 class Extract(MapStage):
-    """HTML pages to main text, each page with a time limit (a child process per worker)."""
+    """HTML pages to main text, each page with a time limit (a child process per worker).
+
+    With trafilatura, report.json's entry says what it ran with (``summary``, from the extraction
+    child): ``trafilatura_speedups`` ("on", "forced", "skipped_untested_version" or "off"),
+    ``trafilatura_speedups_applied`` (which of the five changes of
+    ``refine.extract.trafilatura_speedups`` were installed), ``trafilatura_version`` and
+    ``lxml_version``; ``counters.trafilatura_speedups_parts`` counts the parts extracted with the
+    speedups installed (all parts that reached the engine, unless workers differ).
+    """
 
     name = "extract"
     Params = ExtractConfig
@@ -308,7 +316,18 @@ class Extract(MapStage):
         )
         if self.params.prefilter_languages:
             names += ["resiliparse", "fasttext"]
-        return {name: library_version(name) for name in dict.fromkeys(names)}
+        versions = {name: library_version(name) for name in dict.fromkeys(names)}
+        if self.params.engine == "trafilatura":
+            from refine.extract.trafilatura_speedups import planned_status
+
+            # Only when the speedups are not simply on or off as configured (an untested
+            # version skips them, or they are forced): fingerprints of normal runs stay as
+            # earlier versions wrote them, and a resume where the speedups' state changed
+            # (e.g. TESTED_VERSIONS now lists the installed version) recomputes.
+            status = planned_status(self.params.speedups)
+            if status in ("forced", "skipped_untested_version"):
+                versions["trafilatura_speedups"] = status
+        return versions
 
     model_params = ("prefilter_model",)
 
@@ -341,7 +360,13 @@ class Extract(MapStage):
         texts: list[str | None] = [None] * n
         child_cpu = 0.0  # extraction runs in a child process: count its CPU too
         if pages:
-            results = get_extractor(self.params).extract_many(pages)
+            extractor = get_extractor(self.params)
+            results = extractor.extract_many(pages)
+            facts = extractor.engine_facts
+            if facts:
+                stats.summary = dict(facts)
+                if facts.get("trafilatura_speedups") in ("on", "forced"):
+                    stats.counters["trafilatura_speedups_parts"] += 1
             for i, res in zip(todo, results, strict=True):
                 seconds[i] = res.seconds
                 child_cpu += res.cpu_seconds

@@ -48,6 +48,15 @@ Five changes, each exact by construction and checked again in the tests:
 ``install()`` patches the trafilatura modules of this process in place; it is called by the
 extraction child when ``extract.speedups`` is on (the default). trafilatura's own code is not
 otherwise touched, and ``speedups: false`` runs it as shipped.
+
+**Tested versions only.** The checks above prove each change against the code it replaces, but
+the speedups also lean on lxml/libxml2's XPath semantics and on trafilatura's internals at large,
+so they are held to the versions CI tests, page by page (``TESTED_VERSIONS``). Under any other
+trafilatura or lxml version ``install()`` installs nothing, logs one warning and returns a report
+whose ``status`` is ``"skipped_untested_version"``; ``install(force=True)`` (``speedups: force``)
+installs them anyway, for whoever checks the text themselves
+(``scripts/bench_trafilatura_speedups.py``). The extract stage records what was applied in
+``report.json`` (``SpeedupReport.summary``).
 """
 
 from __future__ import annotations
@@ -69,9 +78,25 @@ from lxml import etree
 
 from refine.extract.xpath_python import PythonPath, Unsupported, compile_path, random_documents
 
-__all__ = ["install", "translate_path", "check_equivalent", "SpeedupReport"]
+__all__ = [
+    "TESTED_VERSIONS",
+    "SpeedupReport",
+    "check_equivalent",
+    "install",
+    "planned_status",
+    "translate_path",
+]
 
 LOGGER = logging.getLogger(__name__)
+
+#: library -> the versions the speedups were verified against: those CI installs, where
+#: tests/test_trafilatura_speedups*.py compare every sample page's text with and without them
+#: (under refine's default options, and 88 pages under each option refine exposes). Add a
+#: version here only after those tests pass under it.
+TESTED_VERSIONS: dict[str, tuple[str, ...]] = {
+    "trafilatura": ("2.3.1",),
+    "lxml": ("6.2.0",),
+}
 
 REGEXP_NS = "http://exslt.org/regular-expressions"
 _MAX_ALTERNATIVES = 16
@@ -378,8 +403,17 @@ def check_equivalent(old: etree.XPath, new: etree.XPath, path: str,
 # --------------------------------------------------------------------------- install
 
 
+#: The five changes of the module docstring (0-4), as ``SpeedupReport.applied`` names them.
+CHANGES = ("python_loops", "regex_xpath", "parser_lookup", "prune", "source_patches")
+
+
 @dataclass
 class SpeedupReport:
+    status: str = "on"
+    """"on" (installed on a tested version), "forced" (installed on an untested one, as asked),
+    "skipped_untested_version" (nothing installed) or "off" (not asked for: ``speedups: false``)."""
+    versions: dict[str, str | None] = field(default_factory=dict)
+    """trafilatura's and lxml's versions in this process (their ``__version__``)."""
     expressions: int = 0
     """XPath expressions rewritten."""
     translated: int = 0
@@ -396,6 +430,22 @@ class SpeedupReport:
     """Element-selecting expressions run as Python loops (``refine.extract.xpath_python``)."""
     patched: list[str] = field(default_factory=list)
     """trafilatura functions recompiled with an exact faster passage (``_SOURCE_PATCHES``)."""
+
+    def applied(self) -> list[str]:
+        """The names (``CHANGES``) of the changes that are installed, in their order."""
+        done = (self.python_paths > 0, self.expressions > 0, self.parser_lookup, self.prune,
+                bool(self.patched))
+        return [name for name, on in zip(CHANGES, done, strict=True) if on]
+
+    def summary(self) -> dict:
+        """What the extract stage's ``report.json`` entry says about the speedups (its
+        ``summary``): plain strings and a list of ``CHANGES``."""
+        return {
+            "trafilatura_speedups": self.status,
+            "trafilatura_speedups_applied": self.applied(),
+            "trafilatura_version": self.versions.get("trafilatura"),
+            "lxml_version": self.versions.get("lxml"),
+        }
 
 
 _INSTALLED: SpeedupReport | None = None
@@ -729,14 +779,63 @@ def _install_invalid_chars(report: SpeedupReport) -> None:
 # --------------------------------------------------------------------------- install
 
 
-def install() -> SpeedupReport:
-    """Rewrite trafilatura's XPath expressions in place (idempotent). Call before extracting."""
+def imported_versions() -> dict[str, str | None]:
+    """library -> the ``__version__`` of the module this process imports (what gets patched)."""
+    import lxml
+    import trafilatura
+
+    return {"trafilatura": getattr(trafilatura, "__version__", None),
+            "lxml": getattr(lxml, "__version__", None)}
+
+
+def untested(versions: dict[str, str | None]) -> dict[str, str | None]:
+    """The libraries of ``versions`` whose version is not in ``TESTED_VERSIONS``."""
+    return {name: version for name, version in versions.items()
+            if version not in TESTED_VERSIONS.get(name, ())}
+
+
+def _describe(versions: dict[str, str | None]) -> str:
+    return ", ".join(f"{name} {version}" for name, version in versions.items())
+
+
+def planned_status(speedups: bool | str) -> str:
+    """The ``SpeedupReport.status`` an extraction child will report for ``extract.speedups``
+    under the installed versions (package metadata: nothing is imported or patched), for the
+    driver: the extract stage's fingerprint and its warning at build time."""
+    from refine.pipeline.versions import library_version
+
+    if not speedups:
+        return "off"
+    if not untested({name: library_version(name) for name in TESTED_VERSIONS}):
+        return "on"
+    return "forced" if speedups == "force" else "skipped_untested_version"
+
+
+def install(force: bool = False) -> SpeedupReport:
+    """Patch trafilatura in place (idempotent). Call before extracting.
+
+    Only under ``TESTED_VERSIONS``: under another trafilatura or lxml version nothing is
+    installed, one warning is logged and the report's ``status`` says so, unless ``force``.
+    """
     global _INSTALLED
-    if _INSTALLED is not None:
+    if _INSTALLED is not None and not (force and _INSTALLED.status == "skipped_untested_version"):
         return _INSTALLED
     import trafilatura  # noqa: F401  (imports its submodules)
 
-    report = SpeedupReport()
+    versions = imported_versions()
+    other = untested(versions)
+    if other and not force:
+        LOGGER.warning(
+            "trafilatura speedups not installed: %s %s not among the tested versions (%s); "
+            "trafilatura runs as shipped (extract.speedups: force installs them anyway)",
+            _describe(other), "is" if len(other) == 1 else "are",
+            ", ".join(f"{n} {'/'.join(v)}" for n, v in TESTED_VERSIONS.items()))
+        _INSTALLED = SpeedupReport(status="skipped_untested_version", versions=versions)
+        return _INSTALLED
+    if other:
+        LOGGER.info("trafilatura speedups installed on untested versions (%s), as forced",
+                    _describe(other))
+    report = SpeedupReport(status="forced" if other else "on", versions=versions)
     # id -> (original, rewrite or None). Holding the original keeps its id from being reused by
     # a new object; rewrites are never rewritten again (lists are shared between modules).
     replaced: dict[int, tuple[etree.XPath, etree.XPath | None]] = {}

@@ -57,8 +57,9 @@ class StageStats:
     #: examples of removals; a stage that picks them deterministically (e.g. the smallest ids,
     #: whatever the partitioning) sets them on the merged stats
     examples: list[dict[str, Any]] = field(default_factory=list)
-    #: what a global stage decided for the whole corpus (``mix``: target vs achieved shares),
-    #: set once on its merged stats; report.json and the tokens' manifest carry it
+    #: facts about the whole stage, the same for every part (``mix``: target vs achieved shares,
+    #: set on its merged stats; ``extract``: which trafilatura speedups ran); merging keeps the
+    #: first non-empty one; report.json (and for ``mix`` the tokens' manifest) carries it
     summary: dict[str, Any] = field(default_factory=dict)
 
     def drop(self, reason: str, n: int = 1) -> None:
