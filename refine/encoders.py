@@ -16,8 +16,10 @@ length), padded only to their own length rounded up to ``LENGTH_STEP`` tokens, a
 one padded length run together in forward passes of exactly ``batch_size`` rows (a short last
 batch is filled with copies of its first row, then dropped). With the shapes fixed, a document's
 score is bit-identical whatever partition it is in and whichever documents share its batch
-(measured: oneDNN's kernels depend on the matrix shapes, not on the neighbouring rows); most web
-documents are shorter than 512 tokens, so the padding saved is most of the work.
+(measured: oneDNN's kernels depend on the matrix shapes, not on the neighbouring rows); in fp32
+on CPU it is also the same for every ``batch_size`` (``pad_small_linears``), in bf16 it may
+differ in the last bits between batch sizes. Most web documents are shorter than 512 tokens,
+so the padding saved is much of the work.
 """
 
 from __future__ import annotations
@@ -171,6 +173,8 @@ class EncoderScorer:
         self.tokenizer = AutoTokenizer.from_pretrained(key.folder, use_fast=True)
         model = AutoModelForSequenceClassification.from_pretrained(key.folder)
         self.model = model.eval().to(key.device)
+        if key.device == "cpu" and key.precision == "fp32":
+            pad_small_linears(self.model)
         self.max_length = model_max_length(self.model.config, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.model.config.pad_token_id or 0)
@@ -212,6 +216,38 @@ class EncoderScorer:
                     ).logits
                     out[chunk] = logits[: len(chunk)].float().cpu().numpy()
         return out
+
+
+#: A linear layer fed fewer rows than this gets them padded with zero rows (then dropped).
+MIN_ROWS = 64
+
+
+def pad_small_linears(model: Any) -> None:
+    """Make fp32 CPU scores independent of ``batch_size``: the encoder's linear layers see
+    ``batch_size x padded length`` rows (at least ``LENGTH_STEP``), where oneDNN's fp32 kernels
+    give each row the same result whatever the row count (measured); the classification head
+    sees only ``batch_size`` rows, and there a small row count selects other kernels (a 2e-7
+    difference between 1 and 8 rows, measured). Padding every linear input to ``MIN_ROWS`` rows
+    fixes the head's shape; the encoder's layers are already past it and unchanged."""
+    import torch
+    import torch.nn.functional as F
+
+    def padded(linear: Any) -> Any:
+        def forward(x: Any) -> Any:
+            width = x.shape[-1]
+            rows = x.numel() // width if width else 0
+            if rows >= MIN_ROWS or rows == 0:
+                return F.linear(x, linear.weight, linear.bias)
+            flat = x.reshape(rows, width)
+            flat = torch.cat([flat, flat.new_zeros(MIN_ROWS - rows, width)])
+            out = F.linear(flat, linear.weight, linear.bias)[:rows]
+            return out.reshape(*x.shape[:-1], out.shape[-1])
+
+        return forward
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.forward = padded(module)
 
 
 def model_max_length(config: Any, tokenizer: Any) -> int:
