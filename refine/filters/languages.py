@@ -271,15 +271,24 @@ def _asset_digest() -> str:
     return hashlib.sha256(FINEWEB2_ASSET.read_bytes()).hexdigest()[:16]
 
 
+def _word_rules() -> str:
+    """What splits labelled documents' words: spaCy's rules per language, by datatrove's table."""
+    from refine.pipeline.versions import library_version
+
+    spacy, datatrove = library_version("spacy"), library_version("datatrove")
+    return f"spacy-per-language-1 spacy=={spacy} datatrove=={datatrove}"
+
+
 class PerLanguageStage:
     """Mixin for a stage whose ``Params`` derive from ``LanguageParams``: its fingerprints are
     those of earlier versions while ``languages`` is null (outputs made before these params
-    existed are resumed, not recomputed), and name the shipped table's content when it is used
-    (a new table recomputes what the old one decided)."""
+    existed are resumed, not recomputed), and name the shipped table's content and the word
+    rules when it is used (a new table, or other words, recompute what the old ones decided)."""
 
     def _identity(self, params: dict) -> dict:
         if params.get("languages") is None:
             params = {k: v for k, v in params.items() if k not in ("languages", "unknown_language")}
         else:
-            params = {**params, "languages_asset": _asset_digest()}
+            # the words of each language (refine/filters/spacy_words.py) decide with the table
+            params = {**params, "languages_asset": _asset_digest(), "word_rules": _word_rules()}
         return super()._identity(params)  # type: ignore[misc]

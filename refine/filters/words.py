@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import regex
 
+from refine.filters import spacy_words
 from refine.pipeline import segment
 from refine.pipeline.segment import LANGUAGE_COLUMN
 
@@ -387,8 +388,11 @@ def split_words(text: str) -> list[str]:
     return words
 
 
-def split_spaced(texts: pa.Array | pa.ChunkedArray | list) -> pa.ListArray:
-    """Words of every text of a batch by the English rules alone (no segmentation).
+def split_spaced(
+    texts: pa.Array | pa.ChunkedArray | list, rules: str | None = None
+) -> pa.ListArray:
+    """Words of every text of a batch by the English rules (``rules`` None) or by spaCy's rules
+    for language ``rules`` (:mod:`refine.filters.spacy_words`); no segmentation.
 
     The batch is cut into whitespace chunks by Arrow and the chunks are dictionary-encoded, so
     Python only sees each distinct chunk once (web text is Zipfian: a batch has ~5x fewer
@@ -404,9 +408,12 @@ def split_spaced(texts: pa.Array | pa.ChunkedArray | list) -> pa.ListArray:
     parents = parents[as_numpy(nonempty).astype(bool)]
     encoded = combine(pc.dictionary_encode(pieces))
     distinct = encoded.dictionary.to_pylist()
-    tokens = list(map(_chunk_cache.get, distinct))
-    for i in [i for i, t in enumerate(tokens) if t is None]:
-        tokens[i] = _split_cached(distinct[i])
+    if rules is None:
+        tokens = list(map(_chunk_cache.get, distinct))
+        for i in [i for i, t in enumerate(tokens) if t is None]:
+            tokens[i] = _split_cached(distinct[i])
+    else:
+        tokens = spacy_words.split_chunks(distinct, rules, LONG_CHUNK, _LONG_CHUNK_SPLIT)
     sizes = np.fromiter(map(len, tokens), np.int64, len(tokens))
     by_chunk = pa.LargeListArray.from_arrays(
         pa.array(np.concatenate([[0], np.cumsum(sizes)]), pa.int64()),
@@ -433,8 +440,10 @@ def split_texts(
 
     Texts whose label in ``languages`` (one per text; a null label: by the text's characters)
     is a language written without spaces are segmented one by one (``refine.pipeline.segment``);
-    all others, and all texts when ``languages`` is None, take the vectorised batch path of
-    :func:`split_spaced`.
+    texts of a language that FineWeb-2 splits by spaCy's rules for that language (French,
+    German...: :mod:`refine.filters.spacy_words`) take the batch path with those rules; all
+    others, and all texts when ``languages`` is None, the batch path of :func:`split_spaced`
+    with the English rules.
     """
     if isinstance(texts, list):
         texts = pa.array(texts, pa.large_string())
@@ -443,22 +452,57 @@ def split_texts(
     if isinstance(languages, list):
         languages = pa.array(languages, pa.string())
     keys = segment.segmenters(texts, languages)
-    if keys is None:
+    rules = _rules(languages)
+    if keys is None and not any(r is not None for r in rules):
         return split_spaced(texts)
     texts = combine(pc.fill_null(texts, ""))
-    seg = np.flatnonzero(keys != None)  # noqa: E711 (element-wise)
-    plain = np.flatnonzero(keys == None)  # noqa: E711
-    spaced = split_spaced(texts.take(pa.array(plain, pa.int64())))
-    segmented = pa.array(
-        [
-            segment.split_words(text, key, split_words)
-            for text, key in zip(texts.take(pa.array(seg)).to_pylist(), keys[seg], strict=True)
-        ],
-        WORDS_TYPE,
+    if keys is None:
+        keys = np.full(len(texts), None, dtype=object)
+    groups: dict[tuple[str, str | None], np.ndarray] = {}
+    seg = keys != None  # noqa: E711 (element-wise)
+    for key in {k for k in keys[seg]}:
+        groups["segment", key] = np.flatnonzero(keys == key)
+    for code in {r for r in rules[~seg]}:
+        groups["rules", code] = np.flatnonzero(~seg & (rules == code))
+    pieces, order = [], []
+    for (kind, key), rows in groups.items():
+        sub = texts.take(pa.array(rows, pa.int64()))
+        if kind == "segment":
+            words = pa.array(
+                [segment.split_words(text, key, split_words) for text in sub.to_pylist()],
+                WORDS_TYPE,
+            )
+        elif key is None:
+            words = split_spaced(sub)
+        else:
+            words = _split_by_spacy(sub, key)
+        pieces.append(words)
+        order.append(rows)
+    position = np.empty(len(texts), np.int64)
+    position[np.concatenate(order)] = np.arange(len(texts))
+    return pa.concat_arrays([w.cast(WORDS_TYPE) for w in pieces]).take(pa.array(position))
+
+
+def _rules(languages: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per text, the spaCy language of its word rules, or None (English rules)."""
+    enc = pc.dictionary_encode(combine(languages))
+    mapped = np.array(
+        [spacy_words.rules_for_language(v) for v in enc.dictionary.to_pylist()] + [None], object
     )
-    order = np.empty(len(texts), np.int64)
-    order[np.concatenate([plain, seg])] = np.arange(len(texts))
-    return pa.concat_arrays([spaced, segmented]).take(pa.array(order))
+    return mapped[np.asarray(pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy(False))]
+
+
+def _split_by_spacy(texts: pa.Array, code: str) -> pa.Array:
+    """Words by spaCy ``code``: the batch path, and whole documents where a special case with a
+    space could apply."""
+    whole = spacy_words.whole_documents(texts, code)
+    words = split_spaced(texts, code)
+    if not whole:
+        return words
+    lists = words.to_pylist()
+    for i in whole:
+        lists[i] = spacy_words.split_document(texts[i].as_py(), code)
+    return pa.array(lists, WORDS_TYPE)
 
 
 def words_of(table: pa.Table) -> pa.ListArray | pa.ChunkedArray:

@@ -38,6 +38,11 @@ _DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "huggingface_hub": ("huggingface_hub", "huggingface-hub"),
     "regex": ("regex",),
     "numpy": ("numpy",),
+    # the words of each language: spaCy's rules by datatrove's table, and the segmenters
+    "spacy": ("spacy",),
+    "datatrove": ("datatrove",),
+    "rjieba": ("rjieba",),
+    "sudachipy": ("SudachiPy", "sudachipy"),
 }
 
 #: What ``report.json`` lists under ``versions``.
