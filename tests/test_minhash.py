@@ -508,3 +508,59 @@ def test_one_task_components_order_names_by_code_point():
     assert got["é-doc"] == "a" and got["b"] == "ab" == got["abc"]
     assert got["\U0001f600"] == "z" == got["\u4e2d"]
     assert got["y"] == "x"
+
+
+@pytest.mark.parametrize("keep", ["smallest_id", "first"])
+def test_a_giant_component_never_lands_in_one_task(tmp_path, monkeypatch, keep):
+    """Flags of a 50,000-member component: its size comes from a lookup sent to every task, so
+    no task holds its members together; small components are joined by label. The flags equal
+    the plain per-component computation."""
+    from refine.dedup import minhash as M
+
+    seen: list[int] = []
+    real = M._flag_rows
+
+    def spy(df, keep):
+        seen.append(len(df))
+        return real(df, keep)
+
+    monkeypatch.setattr(M, "_flag_rows", spy)
+    rng = random.Random(3)
+    files, truth = [], {}
+    for f in range(10):  # 10 label files (as connected components writes them)
+        part = f"p{f:02d}"
+        ids = [f"g{f}-{i:05d}" for i in range(5_000)] + [f"s{f}-{i:04d}" for i in range(600)]
+        names = M.node_names(pa.array(ids), part, keep).to_pylist()
+        files.append((ids, names))
+    giant_label = min(n for _, names in files for n in names[:5_000])
+    nodes, labels = [], []
+    small: dict[str, list[str]] = {}
+    for _, names in files:
+        nodes += names
+        labels += [giant_label] * 5_000
+        for name in names[5_000:]:  # components of 2-5 members, across files
+            small.setdefault(f"c{rng.randrange(1_500)}", []).append(name)
+    label_of = {n: min(members) for members in small.values() for n in members}
+    labels += [label_of[n] for _, names in files for n in names[5_000:]]
+    sizes = Counter(labels)
+    labels_dir = tmp_path / "labels"
+    labels_dir.mkdir()
+    for f in range(10):
+        rows = slice(f * 5_600, (f + 1) * 5_600)
+        table = pa.table({"node": nodes[rows], "label": labels[rows]})
+        pq.write_table(table, labels_dir / f"part-{f}.parquet")
+    for node, label in zip(nodes, labels, strict=True):
+        _, part, row = (x[0] for x in M._split_node_arrow(pa.array([node]), keep))
+        survivor = M._split_node_arrow(pa.array([label]), keep)[0][0]
+        truth[(part.as_py(), row.as_py())] = (survivor.as_py(), sizes[label], node == label)
+
+    M._cluster_flags(labels_dir, tmp_path / "flags", 4, keep, big=1_000)
+    got = pq.read_table(tmp_path / "flags").to_pydict()
+    flags = {
+        (str(p), r): (s, n, k)
+        for p, r, s, n, k in zip(
+            got["part"], got["row"], got["survivor"], got["size"], got["is_survivor"], strict=True
+        )
+    }
+    assert flags == truth
+    assert seen and max(seen) <= 6_000 < 50_000  # an input partition, or small components

@@ -565,18 +565,28 @@ def _verify_edges(
 
 
 # -- phase 5 -------------------------------------------------------------------------------
-def _flag_cluster(df: pd.DataFrame, keep: str) -> pd.DataFrame:
-    """One partition of (node, label) shuffled on ``label``: all members of a cluster."""
-    meta = {
-        "part": _STR,
-        "row": "int64",
-        "survivor": _STR,
-        "size": "int64",
-        "is_survivor": bool,
-    }
+#: Components with more members than this get their size from a lookup sent to every task
+#: instead of a join on their label: a join puts all rows of one label in one task, and at crawl
+#: scale a giant cluster has millions of members. Smaller components are joined by label (a task
+#: then holds whole components of at most this many rows).
+BIG_COMPONENT = 10_000
+_FLAG_META = {"part": _STR, "row": "int64", "survivor": _STR, "size": "int64", "is_survivor": bool}
+
+
+def _count_labels(df: pd.DataFrame) -> pd.DataFrame:
+    counts = df.groupby("label", sort=False).size()
+    return pd.DataFrame({"label": counts.index.astype(_STR), "n": counts.to_numpy(np.int64)})
+
+
+def _sum_counts(df: pd.DataFrame) -> pd.DataFrame:
+    sums = df.groupby("label", sort=False)["n"].sum()
+    return pd.DataFrame({"label": sums.index.astype(_STR), "n": sums.to_numpy(np.int64)})
+
+
+def _flag_rows(df: pd.DataFrame, keep: str) -> pd.DataFrame:
+    """Rows of (node, label, n = the component's size) as flags; no two rows need each other."""
     if df.empty:
-        return pd.DataFrame({k: pd.Series([], dtype=v) for k, v in meta.items()})
-    size = df.groupby("label", sort=False)["node"].transform("size")
+        return pd.DataFrame({k: pd.Series([], dtype=v) for k, v in _FLAG_META.items()})
     _, part, row = _split_node(df["node"], keep)
     survivor, _, _ = _split_node(df["label"], keep)
     return pd.DataFrame(
@@ -584,18 +594,37 @@ def _flag_cluster(df: pd.DataFrame, keep: str) -> pd.DataFrame:
             "part": part,
             "row": row,
             "survivor": survivor,
-            "size": size.astype("int64"),
+            "size": df["n"].astype("int64"),
             "is_survivor": (df["node"] == df["label"]).astype(bool),
         }
-    ).astype(meta)
+    ).astype(_FLAG_META)
 
 
-def _cluster_flags(labels_dir: Path, flags_dir: Path, npartitions: int, keep: str) -> None:
+def _component_sizes(labels: Any, npartitions: int) -> Any:
+    """(label, n) of every component: counts per partition, summed after a shuffle on the label,
+    so a task holds at most one row per label and input partition, never a component's members."""
+    counts = labels.map_partitions(_count_labels, meta={"label": _STR, "n": "int64"})
+    return counts.shuffle(on="label", npartitions=npartitions).map_partitions(
+        _sum_counts, meta={"label": _STR, "n": "int64"}
+    )
+
+
+def _cluster_flags(
+    labels_dir: Path, flags_dir: Path, npartitions: int, keep: str, big: int = BIG_COMPONENT
+) -> None:
     import dask.dataframe as dd
 
     labels = dd.read_parquet(str(labels_dir), columns=["node", "label"])
-    meta = {"part": _STR, "row": "int64", "survivor": _STR, "size": "int64", "is_survivor": bool}
-    flags = labels.shuffle(on="label", npartitions=npartitions).map_partitions(
-        _flag_cluster, keep, meta=meta
-    )
+    sizes = _component_sizes(labels, npartitions).persist()
+    giant = sizes[sizes["n"] > big].compute()
+    giant_sizes = dict(zip(giant["label"], giant["n"].astype("int64"), strict=True))
+    small = labels
+    if giant_sizes:
+        small = labels[~labels["label"].isin(list(giant_sizes))]
+    rows = small.merge(sizes[sizes["n"] <= big], on="label", how="inner", npartitions=npartitions)
+    if giant_sizes:
+        members = labels[labels["label"].isin(list(giant_sizes))]
+        members = members.assign(n=members["label"].map(giant_sizes, meta=("n", "int64")))
+        rows = dd.concat([rows, members])
+    flags = rows.map_partitions(_flag_rows, keep, meta=_FLAG_META)
     write_by_part(flags, flags_dir, npartitions)
