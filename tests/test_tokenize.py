@@ -412,3 +412,24 @@ def test_end_to_end_with_the_runner(tmp_path, monkeypatch):
     summary = run(warc, out, 0.001, 2, stages)
     assert summary.parts_skipped == summary.parts_total
     assert manifest(out) == before
+
+
+def test_shard_planning_finds_overlapping_parts_by_bisection():
+    """``_overlap`` (bisection: planning linear in shards + parts) equals the scan over every
+    part, at shard sizes smaller and larger than the parts."""
+    import random
+
+    from refine.tokenize.stage import _overlap
+
+    rng = random.Random(5)
+    sizes = [rng.randint(1, 500) for _ in range(300)]
+    starts = [0]
+    for s in sizes:
+        starts.append(starts[-1] + s)
+    parts = [f"t{j}" for j in range(len(sizes))]
+    for size in (7, 100, 499, 10_000, starts[-1] + 1):
+        for w in range(-(-starts[-1] // size)):
+            lo, hi = w * size, (w + 1) * size
+            scan = [(parts[j], starts[j]) for j in range(len(parts))
+                    if starts[j] < hi and starts[j + 1] > lo]  # fmt: skip
+            assert _overlap(parts, starts, lo, hi) == scan

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from refine.dedup.by_language import DedupBy, read_languages
-from refine.pipeline.gather import fold_completed
+from refine.pipeline.gather import map_folded, map_sum
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import MAX_EXAMPLES, StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
@@ -114,10 +114,9 @@ class KeyDedup(GlobalStage):
         remove_tree(work)
         keys_dir, flags_dir = work / "keys", work / "flags"
         client = ctx.client
-        futures = client.map(
-            self._write_keys, [str(p) for p in parts], [str(keys_dir)] * len(parts)
+        keyed = map_sum(
+            client, self._write_keys, [str(p) for p in parts], [str(keys_dir)] * len(parts)
         )
-        keyed = sum(client.gather(futures))
         one_task = 0 < keyed <= self.params.single_task_rows
         if one_task:
             client.submit(_flag_one_task, str(keys_dir), str(flags_dir), pure=False).result()
@@ -289,14 +288,6 @@ def apply_flags(
 ) -> StageStats:
     """The last phase of a flag-based dedup stage: ``apply(part, flags_dir, output_dir,
     log_dir)`` on every part, their stats summed and their examples picked."""
-    futures = client.map(
-        apply,
-        [str(p) for p in parts],
-        [str(flags_dir)] * len(parts),
-        [ctx.output_dir] * len(parts),
-        [ctx.log_dir] * len(parts),
-        pure=False,
-    )
     total = StageStats(name=name)
     examples: list[dict] = []
 
@@ -305,7 +296,9 @@ def apply_flags(
         total = total + StageStats.from_dict(part_stats)
         examples = pick_examples(examples + part_stats["examples"])  # bounded, order-free
 
-    fold_completed(futures, fold)
+    n = len(parts)
+    args = ([str(p) for p in parts], [str(flags_dir)] * n, [ctx.output_dir] * n, [ctx.log_dir] * n)
+    map_folded(client, apply, *args, fold=fold)
     total.examples = examples
     return total
 

@@ -46,7 +46,7 @@ from refine.dedup.keyed import (
     write_by_part,
     write_table_by_part,
 )
-from refine.pipeline.gather import fold_completed
+from refine.pipeline.gather import map_folded, map_sum
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import MAX_EXAMPLES, StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
@@ -123,17 +123,13 @@ class DedupLines(GlobalStage):
         n = len(parts)
         docs = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
         buckets = max(1, -(-docs // self.params.bucket_docs))
-        combined = sum(
-            client.gather(
-                client.map(
-                    self._write_keys,
-                    parts,
-                    [str(keys_dir)] * n,
-                    [str(lines_dir)] * n,
-                    [buckets] * n,
-                    pure=False,
-                )
-            )
+        combined = map_sum(
+            client,
+            self._write_keys,
+            parts,
+            [str(keys_dir)] * n,
+            [str(lines_dir)] * n,
+            [buckets] * n,
         )
         one_task = 0 < combined <= self.params.single_task_rows
         if one_task:
@@ -146,15 +142,6 @@ class DedupLines(GlobalStage):
             ).result()
         elif combined:
             self._flag(keys_dir, flags_dir, n)
-        futures = client.map(
-            self._apply,
-            parts,
-            [str(flags_dir)] * n,
-            [str(lines_dir)] * n,
-            [ctx.output_dir] * n,
-            [ctx.log_dir] * n,
-            pure=False,
-        )
         stats = StageStats(name=self.name)
         examples: dict[str, dict] = {}
         repeated, max_rows = 0, 0
@@ -175,7 +162,16 @@ class DedupLines(GlobalStage):
                 keep = pick_examples(list(examples.values()), key=_most_repeated)
                 examples = {e["normalized"]: e for e in keep}
 
-        fold_completed(futures, fold)
+        map_folded(
+            client,
+            self._apply,
+            parts,
+            [str(flags_dir)] * n,
+            [str(lines_dir)] * n,
+            [ctx.output_dir] * n,
+            [ctx.log_dir] * n,
+            fold=fold,
+        )
         stats.counters["repeated_lines"] = repeated
         stats.counters["buckets"] = buckets
         stats.counters["max_rows_per_line_key"] = max_rows

@@ -37,6 +37,7 @@ never on partitioning or workers.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from refine.dedup.by_language import DedupBy, language_hashes, read_languages
 from refine.dedup.components import connected_components
 from refine.dedup.keyed import Keep, apply_flags, pick_examples, write_by_part, write_table_by_part
 from refine.dedup.signatures import MinHasher, band_keys, jaccard_of_sets, sorted_unique_sets
+from refine.pipeline.gather import map_folded
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import MAX_EXAMPLES, StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
@@ -140,23 +142,15 @@ class DedupMinhash(GlobalStage):
         bands_dir, sets_dir = work / "bands", work / "sets"
         edges_dir, verified_dir, flags_dir = work / "edges", work / "verified", work / "flags"
         client = ctx.client
-        counters: dict[str, int] = {}
-        sig_stats = client.gather(
-            client.map(
-                self._write_bands,
-                parts,
-                [str(bands_dir)] * len(parts),
-                [str(sets_dir) if p.verify_jaccard else None] * len(parts),
-                pure=False,
-            )
-        )
-        counters["no_signature"] = sum(s["no_signature"] for s in sig_stats)
+        n = len(parts)
+        sig = Counter()
+        sets = [str(sets_dir) if p.verify_jaccard else None] * n
+        map_folded(client, self._write_bands, parts, [str(bands_dir)] * n, sets, fold=sig.update)
+        counters: dict[str, int] = {"no_signature": sig["no_signature"]}
         if p.by == "language":
-            sig_stats += client.gather(
-                client.map(self._language_buckets, parts, [str(bands_dir)] * len(parts), pure=False)
-            )
-        npart = max(1, len(parts))
-        band_rows = sum(s["signed"] for s in sig_stats) * p.num_bands
+            map_folded(client, self._language_buckets, parts, [str(bands_dir)] * n, fold=sig.update)
+        npart = max(1, n)
+        band_rows = sig["signed"] * p.num_bands
         if not band_rows:
             counters["candidate_pairs"] = 0
         elif band_rows <= p.single_task_rows:
@@ -191,7 +185,7 @@ class DedupMinhash(GlobalStage):
         for k, v in counters.items():
             stats.counters[k] += v
         stats.seconds = time.perf_counter() - t0
-        stats.cpu_seconds += time.process_time() - c0 + sum(s["cpu"] for s in sig_stats)
+        stats.cpu_seconds += time.process_time() - c0 + sig["cpu"]
         remove_tree(work)
         return stats
 

@@ -37,7 +37,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from refine.dedup.minhash import CLUSTER_SIZE_COLUMN
 from refine.errors import ConfigError
 from refine.filters.languages import resolve
-from refine.pipeline.gather import fold_completed
+from refine.pipeline.gather import map_folded
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import StageStats
 from refine.pipeline.storage import list_parts, write_parquet_atomic
@@ -102,21 +102,15 @@ class Rehydrate(GlobalStage):
         t0, c0 = time.perf_counter(), time.process_time()
         parts = [str(p) for p in list_parts(Path(ctx.input_dir))]
         table = self.weight_table()
-        futures = ctx.client.map(
-            self._apply,
-            parts,
-            [table] * len(parts),
-            [ctx.output_dir] * len(parts),
-            [ctx.log_dir] * len(parts),
-            pure=False,
-        )
         total = StageStats(name=self.name)
 
         def fold(part_stats: dict) -> None:
             nonlocal total
             total = total + StageStats.from_dict(part_stats)
 
-        fold_completed(futures, fold)
+        n = len(parts)
+        args = (parts, [table] * n, [ctx.output_dir] * n, [ctx.log_dir] * n)
+        map_folded(ctx.client, self._apply, *args, fold=fold)
         total.seconds = time.perf_counter() - t0
         total.cpu_seconds += time.process_time() - c0
         return total

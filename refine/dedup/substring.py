@@ -63,7 +63,7 @@ from pydantic import Field
 from refine.dedup.by_language import DedupBy, read_languages
 from refine.errors import ConfigError
 from refine.pipeline import segment
-from refine.pipeline.gather import fold_completed
+from refine.pipeline.gather import map_folded
 from refine.pipeline.stage import GlobalContext, GlobalStage, StageParams, decision_log, text_bytes
 from refine.pipeline.stats import StageStats
 from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
@@ -326,52 +326,56 @@ class DedupSubstring(GlobalStage):
         remove_tree(work)
         dirs = {k: str(work / k) for k in ("shards", "windows", "candidates", "owners", "cross")}
         client = ctx.client
-        indexed = client.gather(
-            client.map(
-                self._index_part,
-                parts,
-                list(range(n)),
-                [dirs["shards"]] * n,
-                [dirs["windows"]] * n,
-                pure=False,
-            )
+        shards: list[dict] = []
+        index_cpu = 0.0
+
+        def fold_index(r: dict) -> None:
+            nonlocal index_cpu
+            shards.extend(r["shards"])
+            index_cpu += r["cpu"]
+
+        map_folded(
+            client,
+            self._index_part,
+            parts,
+            range(n),
+            [dirs["shards"]] * n,
+            [dirs["windows"]] * n,
+            fold=fold_index,
         )
-        shards = [s for r in indexed for s in r["shards"]]
         counters: dict[str, int] = {"shards": len(shards), "cross_shard_windows": 0}
         if len(shards) > 1 and any(s["windows"] for s in shards):
             counters["cross_shard_windows"] = _cross_candidates(
                 Path(dirs["windows"]), Path(dirs["candidates"]), n
             )
         if counters["cross_shard_windows"]:
-            client.gather(
-                client.map(
-                    self._candidate_owners,
-                    parts,
-                    list(range(n)),
-                    [dirs["shards"]] * n,
-                    [dirs["candidates"]] * n,
-                    [dirs["owners"]] * n,
-                    pure=False,
-                )
+            map_folded(
+                client,
+                self._candidate_owners,
+                parts,
+                range(n),
+                [dirs["shards"]] * n,
+                [dirs["candidates"]] * n,
+                [dirs["owners"]] * n,
             )
             _smallest_owner(Path(dirs["owners"]), Path(dirs["cross"]), n)
-        futures = client.map(
-            self._apply,
-            parts,
-            list(range(n)),
-            [dirs["shards"]] * n,
-            [dirs["cross"]] * n,
-            [ctx.output_dir] * n,
-            [ctx.log_dir] * n,
-            pure=False,
-        )
         stats = StageStats(name=self.name)
 
         def fold(part_stats: dict) -> None:
             nonlocal stats
             stats = stats + StageStats.from_dict(part_stats)
 
-        fold_completed(futures, fold)
+        map_folded(
+            client,
+            self._apply,
+            parts,
+            range(n),
+            [dirs["shards"]] * n,
+            [dirs["cross"]] * n,
+            [ctx.output_dir] * n,
+            [ctx.log_dir] * n,
+            fold=fold,
+        )
         for key, value in counters.items():
             stats.counters[key] += value
         stats.counters["windows"] = sum(s["windows"] for s in shards)
@@ -379,7 +383,7 @@ class DedupSubstring(GlobalStage):
         stats.counters["largest_shard_bytes"] = max((s["bytes"] for s in shards), default=0)
         stats.counters["largest_suffix_array"] = max((s["tokens"] for s in shards), default=0)
         stats.seconds = time.perf_counter() - t0
-        stats.cpu_seconds += time.process_time() - c0 + sum(r["cpu"] for r in indexed)
+        stats.cpu_seconds += time.process_time() - c0 + index_cpu
         remove_tree(work)
         return stats
 

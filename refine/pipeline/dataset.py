@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refine.errors import RefineError
+from refine.pipeline.gather import map_list
 from refine.pipeline.storage import TMP_PREFIX, safe_component
 
 DATASET_FORMATS = ("parquet", "jsonl.gz")
@@ -75,7 +76,7 @@ def write_dataset(
     if client is None:
         shards = [write_shard(*a) for a in zip(*args, strict=True)]
     else:
-        shards = client.gather(client.map(write_shard, *args, pure=False))
+        shards = map_list(client, write_shard, *args)
     _remove_stale(out_dir, keep=set(names))
     columns = shards[0]["columns"] if shards else []
     for part, shard in zip(parts, shards, strict=True):

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import refine
 from refine.errors import RefineError, RunIncomplete
 from refine.pipeline.config import PipelineConfig, build_stages, check_source_chain
+from refine.pipeline.gather import window_size
 from refine.pipeline.inputs import InputFile
 from refine.pipeline.memory import release_memory, releasing
 from refine.pipeline.stage import FilterStage, GlobalContext, Partition, Stage, StageFailed
@@ -493,7 +494,7 @@ class Runner:
         if todo and seg.resources:
             _check_resources(client, seg)
         reuse = self._reuse(seg)
-        window = max(16, 4 * _total_threads(client))
+        window = window_size(client)
         queue = as_completed()
         in_flight = 0
         try:
@@ -789,13 +790,6 @@ def _check_resources(client: Any, seg: Segment) -> None:
         f'--resources "{wanted.replace(", ", " ")}"`, or set cluster.resources for the workers '
         "refine starts)"
     )
-
-
-def _total_threads(client: Any) -> int:
-    try:
-        return max(1, sum(client.nthreads().values()))
-    except Exception:
-        return os.cpu_count() or 1
 
 
 def _cluster_facts(client: Any) -> dict[str, Any]:

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
 from refine.errors import ConfigError
-from refine.pipeline.gather import fold_completed
+from refine.pipeline.gather import map_folded, map_list
 from refine.pipeline.stage import (
     GlobalContext,
     GlobalStage,
@@ -137,7 +137,8 @@ class Mix(GlobalStage):
                 totals[unit] += d[f"hist_{unit}"].sum(axis=1)
                 others[unit] += d[f"other_{unit}"]
 
-        futures = client.map(
+        map_folded(
+            client,
             _scan,
             parts,
             [str(work)] * n,
@@ -145,9 +146,8 @@ class Mix(GlobalStage):
             [groups] * n,
             [p.seed] * n,
             [p.tokenizer] * n,
-            pure=False,
+            fold=fold_scan,
         )
-        fold_completed(futures, fold_scan)
         unit = "tokens" if p.unit == "tokens" else "docs"
         available = totals[unit]
         shares = self.shares()
@@ -170,14 +170,12 @@ class Mix(GlobalStage):
         # the share of the group's documents (or tokens) that gets one more copy, as an amount
         extra = frac * available
         bound, inner, end = _boundary_bins(hist[unit], extra)
-        boundary = client.gather(
-            client.map(
-                _boundary_values,
-                [str(work / f"{Path(x).stem}.parquet") for x in parts],
-                [bound.tolist()] * n,
-                [end.tolist()] * n,
-                pure=False,
-            )
+        boundary = map_list(
+            client,
+            _boundary_values,
+            [str(work / f"{Path(x).stem}.parquet") for x in parts],
+            [bound.tolist()] * n,
+            [end.tolist()] * n,
         )
         theta, picked = _thresholds(boundary, bound, inner, len(groups))
         stats = StageStats(name=self.name)
@@ -190,7 +188,8 @@ class Mix(GlobalStage):
             out_docs[:] += d["docs"]
             out_tokens[:] += d["tokens"]
 
-        futures = client.map(
+        map_folded(
+            client,
             _apply,
             parts,
             [str(work)] * n,
@@ -201,9 +200,8 @@ class Mix(GlobalStage):
             [theta.tolist()] * n,
             [picked] * n,
             [p.max_repeats] * n,
-            pure=False,
+            fold=fold_apply,
         )
-        fold_completed(futures, fold_apply)
         stats.summary = self._summary(
             groups, shares, totals, out_docs, out_tokens, capped, rate, budget, others
         )

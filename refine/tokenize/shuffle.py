@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from refine.pipeline.gather import fold_completed
+from refine.pipeline.gather import map_folded, map_sum
 from refine.pipeline.stage import (
     GlobalContext,
     GlobalStage,
@@ -91,17 +91,15 @@ class Shuffle(GlobalStage):
         client = ctx.client
         stats = StageStats(name=self.name)
         n = len(parts)
-        futures = client.map(_write_keys, parts, [str(keys_dir)] * n, [self.params.seed] * n)
-        n_docs = sum(client.gather(futures))
+        n_docs = map_sum(client, _write_keys, parts, [str(keys_dir)] * n, [self.params.seed] * n)
         if n_docs:
             _rank(client, work, n, self.params.docs_per_part)
-        futures = client.map(_split, parts, [str(ranks_dir)] * n, [ctx.log_dir] * n, pure=False)
 
         def fold(d: dict) -> None:
             nonlocal stats
             stats = stats + StageStats.from_dict(d)
 
-        fold_completed(futures, fold)
+        map_folded(client, _split, parts, [str(ranks_dir)] * n, [ctx.log_dir] * n, fold=fold)
         n_out = -(-n_docs // self.params.docs_per_part)
         if n_out:
             _move(client, parts, str(ranks_dir), ctx.output_dir, n_out)

@@ -27,6 +27,7 @@ checkpoint contract (documents after every global stage) holds.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import os
@@ -44,6 +45,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from refine.errors import ConfigError
+from refine.pipeline.gather import map_folded, map_list
 from refine.pipeline.stage import (
     GlobalContext,
     GlobalStage,
@@ -146,7 +148,16 @@ class Tokenize(GlobalStage):
         remove_tree(root)
         tok_dir = work / "tokens"
         n = len(parts)
-        futures = client.map(
+        stats = StageStats(name=self.name)
+        tokens_of = np.zeros(n, np.int64)  # per part, in part order (the shards' order)
+
+        def fold(i: int, d: dict) -> None:
+            nonlocal stats
+            stats = stats + StageStats.from_dict(d["stats"])
+            tokens_of[i] = d["tokens"]
+
+        map_folded(
+            client,
             _tokenize_part,
             parts,
             [str(tok_dir)] * n,
@@ -154,44 +165,28 @@ class Tokenize(GlobalStage):
             [ctx.output_dir] * n,
             [info] * n,
             [self.params.batch_docs] * n,
-            pure=False,
+            fold=fold,
+            indexed=True,
         )
-        stats = StageStats(name=self.name)
-        token_parts, part_tokens = [], []
-        for part, d in zip(parts, client.gather(futures), strict=True):
-            stats = stats + StageStats.from_dict(d["stats"])
-            if d["tokens"]:
-                token_parts.append(str(tok_dir / Path(part).stem))
-                part_tokens.append(d["tokens"])
-        starts = np.concatenate([[0], np.cumsum(part_tokens, dtype=np.int64)]).tolist()
+        token_parts = [str(tok_dir / Path(parts[i]).stem) for i in np.flatnonzero(tokens_of)]
+        starts = np.concatenate([[0], np.cumsum(tokens_of[tokens_of > 0])]).tolist()
         size = self.params.shard_tokens
-        windows = sorted(
-            set().union(
-                *client.gather(
-                    client.map(
-                        _windows, token_parts, starts[:-1], [size] * len(token_parts), pure=False
-                    )
-                )
+        windows: set[int] = set()
+        m = len(token_parts)
+        map_folded(client, _windows, token_parts, starts[:-1], [size] * m, fold=windows.update)
+        jobs = [
+            (
+                index,
+                w * size,
+                (w + 1) * size,
+                _overlap(token_parts, starts, w * size, (w + 1) * size),
             )
-        )
-        jobs = []
-        for index, w in enumerate(windows):
-            lo, hi = w * size, (w + 1) * size
-            overlap = [
-                (token_parts[j], starts[j])
-                for j in range(len(token_parts))
-                if starts[j] < hi and starts[j + 1] > lo
-            ]
-            jobs.append((index, lo, hi, overlap))
-        entries = client.gather(
-            client.map(
-                _write_shard_job,
-                jobs,
-                [str(root)] * len(jobs),
-                [list(self.params.formats)] * len(jobs),
-                [info] * len(jobs),
-                pure=False,
-            )
+            for index, w in enumerate(sorted(windows))
+        ]
+        k = len(jobs)
+        formats = list(self.params.formats)
+        entries = map_list(
+            client, _write_shard_job, jobs, [str(root)] * k, [formats] * k, [info] * k
         )
         manifest = build_manifest(info, self.params, entries, ctx.input_dir, root)
         mix = ctx.extra.get("summaries", {}).get("mix")
@@ -378,6 +373,15 @@ def _link(src: str, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
+
+
+def _overlap(token_parts: list[str], starts: list[int], lo: int, hi: int) -> list[tuple[str, int]]:
+    """The token parts holding tokens in ``[lo, hi)``, each with its first token's index:
+    ``starts[j] < hi`` and ``starts[j + 1] > lo`` (``starts`` strictly increasing, since empty
+    parts are left out), found by bisection, so planning is linear in shards + parts."""
+    first = max(0, bisect.bisect_right(starts, lo) - 1)
+    last = min(len(token_parts), bisect.bisect_left(starts, hi))
+    return [(token_parts[j], starts[j]) for j in range(first, last)]
 
 
 def _windows(token_part: str, start: int, size: int) -> set[int]:
