@@ -91,3 +91,43 @@ def test_a_failed_part_names_the_stage_not_its_segment(tmp_path, monkeypatch):
     failed = report(tmp_path / "out")["failed_parts"]
     assert failed[0]["segment"] == "02_pii"
     assert failed[0]["error"] == "in 01_test_boom: ValueError: this stage cannot"
+
+
+ENGINE_MODULE = """
+def extract(html, url):
+    return "SHIPPED " + str(len(html))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("as_package", [False, True])
+def test_a_custom_engine_module_reaches_workers_elsewhere(tmp_path, as_package):
+    """``engine: module:function`` from the driver's folder (on the driver's PYTHONPATH only):
+    refine ships it to the workers, which run in another folder and could not import it."""
+    from support import require_shared_data
+
+    data = require_shared_data()
+    driver, elsewhere = tmp_path / "driver", tmp_path / "elsewhere"
+    driver.mkdir()
+    elsewhere.mkdir()
+    if as_package:
+        (driver / "myengines").mkdir()
+        (driver / "myengines" / "__init__.py").write_text("")
+        (driver / "myengines" / "simple.py").write_text(ENGINE_MODULE)
+        engine = "myengines.simple:extract"
+    else:
+        (driver / "myengine.py").write_text(ENGINE_MODULE)
+        engine = "myengine:extract"
+    warc = data / "warc" / "wget-sample-0000.warc.gz"
+    (driver / "c.yaml").write_text(
+        f"input: {warc}\noutput: out\nstages:\n"
+        f"  - read: {{}}\n  - extract: {{engine: '{engine}'}}\n"
+    )
+    with dask_cluster(2, cwd=elsewhere) as (address, _):
+        r = run_cli(
+            "run", "c.yaml", "--scheduler", address, "--no-progress", cwd=driver,
+            env={"PYTHONPATH": str(driver)},
+        )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    texts = pq.read_table(driver / "out" / "documents").column("text").to_pylist()
+    assert texts and all(t.startswith("SHIPPED ") for t in texts)

@@ -28,20 +28,27 @@ from __future__ import annotations
 import fcntl
 import functools
 import importlib
+import importlib.metadata
+import importlib.util
 import logging
 import os
 import pickle
 import select
 import signal
+import site
 import struct
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import threading
 import time
 import weakref
+import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -209,6 +216,36 @@ def _resolve_custom(spec: str) -> Callable:
     if not callable(obj):
         raise ConfigError(f"extract.engine: {spec!r} is not callable")
     return obj
+
+
+def engine_code_files(spec: str) -> list[str]:
+    """What workers need to import the custom engine ``spec`` (``module.path:function``) when
+    the driver imports it from outside the installed packages (its folder on PYTHONPATH, the
+    config's folder): the module's ``.py`` file, or its top-level package zipped (a zip on
+    ``sys.path`` imports like a folder). Empty for an engine from an installed package (workers
+    are expected to run the driver's environment)."""
+    top = spec.partition(":")[0].split(".")[0]
+    if top in importlib.metadata.packages_distributions():  # installed, editable ones too
+        return []
+    found = importlib.util.find_spec(top)
+    if found is None or not found.origin or found.origin in ("built-in", "frozen"):
+        return []
+    origin = Path(found.origin).resolve()
+    installed = {
+        Path(p).resolve()
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if (p := sysconfig.get_paths().get(key))
+    } | {Path(p).resolve() for p in site.getsitepackages() + [site.getusersitepackages()]}
+    if any(origin.is_relative_to(p) for p in installed):
+        return []
+    if origin.name != "__init__.py":
+        return [str(origin)] if origin.suffix == ".py" else []
+    package = origin.parent
+    out = Path(tempfile.mkdtemp(prefix="refine-engine-")) / f"{top}.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(package.rglob("*.py")):
+            zf.write(path, path.relative_to(package.parent).as_posix())
+    return [str(out)]
 
 
 def _trafilatura_extract(extract: Callable, options: dict, html: str, url: str | None):

@@ -12,7 +12,13 @@ from pydantic import Field
 
 from refine.errors import InputError
 from refine.extract.charset import decode_html, looks_binary
-from refine.extract.engines import ExtractConfig, check_engine, get_extractor
+from refine.extract.engines import (
+    BUILTIN_ENGINES,
+    ExtractConfig,
+    check_engine,
+    engine_code_files,
+    get_extractor,
+)
 from refine.extract.schema import DOC_SCHEMA, PAGE_SCHEMA
 from refine.extract.textfiles import (
     ERROR_REASONS as TEXT_ERROR_REASONS,
@@ -307,6 +313,14 @@ class Extract(MapStage):
 
     def check(self) -> None:
         check_engine(self.params)
+
+    def worker_files(self) -> list[str]:
+        if self.params.engine in BUILTIN_ENGINES:
+            return []
+        shipped = getattr(self, "_shipped", None)
+        if shipped is None:
+            shipped = self._shipped = engine_code_files(self.params.engine)
+        return shipped
 
     def library_versions(self) -> dict[str, str | None]:
         from refine.pipeline.versions import library_version

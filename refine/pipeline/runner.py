@@ -643,6 +643,15 @@ class Runner:
                 raise
             raise RunIncomplete(self._storage_message(f"{type(e).__name__}: {e}")) from None
 
+    def _ship_worker_files(self, client: Any) -> None:
+        """Upload the code files stages need on every worker (``Stage.worker_files``)."""
+        files = [
+            f for seg in self.segments for _, stage in seg.stages for f in stage.worker_files()
+        ]
+        for path in dict.fromkeys(files):
+            client.upload_file(path)
+            log.info("shipped %s to the workers", path)
+
     def _storage_message(self, error: str) -> str:
         return (
             f"the output storage refuses writes ({error}); finished parts are kept and nothing "
@@ -655,6 +664,7 @@ class Runner:
         t0 = time.perf_counter()
         self.layout.prepare()
         self._sync_state()
+        self._ship_worker_files(client)
         stage_stats: dict[str, list[StageStats]] = {
             folder: [] for seg in self.segments for folder, _ in seg.stages
         }

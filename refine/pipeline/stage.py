@@ -104,6 +104,13 @@ class Stage:
         pipeline keeps running on workers without them."""
         return {}
 
+    def worker_files(self) -> list[str]:
+        """Code files the workers must import that an installed package does not give them (a
+        ``.py`` module or a ``.zip`` of a package, e.g. a custom extraction engine from the
+        driver's folder): the runner uploads them to every worker before the run (Dask's
+        ``upload_file``), so workers that start in another folder or machine import them too."""
+        return []
+
     def library_versions(self) -> dict[str, str | None]:
         """library -> installed version, for the libraries this stage's output depends on."""
         from refine.pipeline.versions import library_version
