@@ -10,13 +10,18 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from refine import __version__
-from refine.errors import RefineError, RunIncomplete
+from refine.errors import InputError, RefineError, RunIncomplete
+
+if TYPE_CHECKING:
+    from refine.pipeline.storage import OutputLayout
 
 EXIT_USER_ERROR = 2
 
@@ -27,6 +32,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     from refine.pipeline.progress import RichProgress
     from refine.pipeline.runner import Runner
 
+    t0 = time.perf_counter()
     overrides = {
         "input": args.input,
         "output": args.output,
@@ -35,7 +41,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         "keep_intermediate": True if args.keep_intermediate else None,
     }
     config = load_config(args.config, overrides)
-    runner = Runner.prepare(config)  # resolves inputs and checks stages: fails before work
+    try:
+        runner = Runner.prepare(config)  # resolves inputs and checks stages: fails before work
+    except InputError as e:
+        raise InputError(_input_problem(args, config.input, e)) from None
     progress = None if args.no_progress else RichProgress(console)
     runner.progress = progress or runner.progress
     console.print(
@@ -51,8 +60,54 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print(
             f"resumed: {summary.parts_skipped} of {summary.parts_total} parts were already done"
         )
+    _print_outputs(runner.layout, summary.report, console)
+    console.print(f"wall time: {_duration(time.perf_counter() - t0)}")
     console.print(f"report: {runner.layout.report()}")
     return 0
+
+
+def _input_problem(args: argparse.Namespace, inputs: list[str], e: InputError) -> str:
+    """The error, naming the config (or --input) the input came from and, for a relative local
+    path, the directory it was looked up in."""
+    from refine.pipeline.inputs import CRAWL_ID
+
+    where = f"{args.config} with --input" if args.input else str(args.config)
+    named = [i for i in inputs if repr(i) in str(e)]  # the message quotes the pattern
+    relative = any(
+        "://" not in i and not CRAWL_ID.match(i) and not Path(i).expanduser().is_absolute()
+        for i in named
+    )
+    cwd = f" (relative to the current directory {Path.cwd()})" if relative else ""
+    return f"{where}: {e}{cwd}"
+
+
+_PATH_LINE = {"markup": False, "soft_wrap": True}  # a path stays whole, whatever its width
+
+
+def _print_outputs(layout: OutputLayout, report: dict, console: Console) -> None:
+    """Where the results are: the final documents, the dataset shards and the tokens."""
+    dataset = report.get("dataset")
+    if dataset:
+        folder = layout.documents(dataset["from"])
+        shards = f"{dataset['shards']:,} {dataset['format']} shard(s)"
+        console.print(f"documents: {dataset['documents']:,} in {folder}", **_PATH_LINE)
+        console.print(f"dataset: {shards} in {layout.dataset()}", **_PATH_LINE)
+    manifest = layout.root / "tokens" / "manifest.json"
+    if any(s["name"] == "tokenize" for s in report["stages"]) and manifest.is_file():
+        m = json.loads(manifest.read_text(encoding="utf-8"))
+        console.print(
+            f"tokens: {m['tokens']:,} ({m['documents']:,} documents, {len(m['shards'])} "
+            f"shard(s): {', '.join(m['formats'])}) in {manifest.parent}",
+            **_PATH_LINE,
+        )
+
+
+def _duration(seconds: float) -> str:
+    """``12.3 s`` under a minute, ``1:02:03`` (h:mm:ss) from there."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, s = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}"
 
 
 def _plan(args: argparse.Namespace, console: Console) -> int:
@@ -246,6 +301,12 @@ def _push(args: argparse.Namespace, console: Console) -> int:
 
     from refine.push import push
 
+    if args.token:
+        print(
+            "refine: push: --token shows the token to every user of this machine in the process "
+            "list; set HF_TOKEN (or `hf auth login`) instead",
+            file=sys.stderr,
+        )
     try:
         result = push(
             args.output,
@@ -317,7 +378,6 @@ def _train_quality(args: argparse.Namespace, console: Console) -> int:
 
 def _train_classifier(args: argparse.Namespace, console: Console) -> int:
     from refine.classifier_training import read_records, train_classifier
-    from refine.errors import InputError
 
     paths = list(args.text)
     label_file = Path(args.labels)
@@ -440,7 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     psh.add_argument("output", help="the run's output directory")
     psh.add_argument("--repo", required=True, help="dataset repository, ORG/NAME")
-    psh.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
+    psh.add_argument(
+        "--token",
+        help="Hub token; discouraged: the process list shows it, set HF_TOKEN instead "
+        "(default: HF_TOKEN or the saved login)",
+    )
     psh.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
     psh.add_argument("--private", action="store_true", help="create the repository private")
     psh.add_argument("--revision", help="branch to commit to (default: main)")

@@ -14,11 +14,19 @@ must never publish shards with a wrong checksum or a run that lost parts. The en
 ``HF_ENDPOINT`` (or ``--endpoint``) like every huggingface_hub tool; the token is ``--token``,
 ``HF_TOKEN`` or the saved login. Files already on the Hub with the same content are skipped by
 huggingface_hub, so pushing again after a partial failure sends only what is missing.
+
+What goes up says nothing of where the run was made (``refine.redact``): report.json, the
+manifest, the page and the card are published copies without local paths, the scheduler's
+address or values from the environment, and a Parquet file whose ``source`` column names local
+files (the documents, the token Parquet and docs index) goes up as a copy with those rewritten,
+written to a temporary folder (``TMPDIR``); the manifest published lists the copies' sizes and
+sha256. The run's own files are never changed.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,18 +35,20 @@ import yaml
 
 from refine import __version__
 from refine.errors import RefineError
+from refine.redact import Redactor, redact_parquet
 
 
 @dataclass
 class PushPlan:
-    """What ``push`` would upload: repository path -> local file, plus the generated card."""
+    """What ``push`` would upload: repository path -> a file, or the bytes of one made for it."""
 
-    files: dict[str, Path] = field(default_factory=dict)
-    card: str = ""
+    files: dict[str, Path | bytes] = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.files.values()) + len(self.card.encode())
+        return sum(
+            len(f) if isinstance(f, bytes) else f.stat().st_size for f in self.files.values()
+        )
 
 
 @dataclass
@@ -53,12 +63,14 @@ def plan_push(
     output_dir: str | Path,
     repo_id: str,
     *,
+    scratch: Path,
     documents: bool = True,
     allow_incomplete: bool = False,
     license: str = "other",
     verify_sample: int = 50,
 ) -> PushPlan:
-    """Check the run and list what to upload. Raises RefineError naming what is wrong."""
+    """Check the run and list what to upload; the Parquet copies it makes go under ``scratch``.
+    Raises RefineError naming what is wrong."""
     root = Path(output_dir)
     report_path = root / "report.json"
     if not report_path.is_file():
@@ -71,6 +83,8 @@ def plan_push(
             "or pass --allow-incomplete to publish it anyway"
         )
     plan = PushPlan()
+    redactor = Redactor.for_run(root, report)
+    public = redactor.report(report)
     manifest = None
     manifest_path = root / "tokens" / "manifest.json"
     if manifest_path.is_file():
@@ -80,29 +94,45 @@ def plan_push(
         if not checked.ok:
             shown = "; ".join(checked.problems[:5])
             raise RefineError(f"{root}: shards fail `refine verify`, nothing pushed: {shown}")
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        plan.files["tokens/manifest.json"] = manifest_path
+        manifest = redactor.json(json.loads(manifest_path.read_text(encoding="utf-8")))
         for shard in manifest["shards"]:
-            for rel in shard["files"]:
-                plan.files[f"tokens/{rel}"] = root / "tokens" / rel
+            for rel, facts in shard["files"].items():
+                local, copy = root / "tokens" / rel, scratch / "tokens" / rel
+                plan.files[f"tokens/{rel}"] = _published(local, copy, redactor, facts)
+        plan.files["tokens/manifest.json"] = _json_bytes(manifest)
     docs_dir = _final_documents(root, report) if documents else None
     if docs_dir is not None:
         for part in sorted(docs_dir.glob("*.parquet")):
             if not part.name.startswith((".", "_")):
-                plan.files[f"data/{part.name}"] = part
+                copy = scratch / "data" / part.name
+                plan.files[f"data/{part.name}"] = _published(part, copy, redactor)
     if not plan.files:
         raise RefineError(f"{root}: nothing to push (no token shards and no documents)")
-    plan.files["report.json"] = report_path
-    html = root / "report.html"
-    if not html.is_file():
-        from refine.report import render_html
+    from refine.report import html_page
 
-        html = render_html(root, html)
-    plan.files["report.html"] = Path(html)
-    plan.card = dataset_card(
-        repo_id, report, manifest, has_documents=docs_dir is not None, license=license
+    plan.files["report.json"] = _json_bytes(public)
+    plan.files["report.html"] = html_page(root, public).encode("utf-8")
+    card = dataset_card(
+        repo_id, public, manifest, has_documents=docs_dir is not None, license=license
     )
+    plan.files["README.md"] = card.encode("utf-8")
     return plan
+
+
+def _published(local: Path, copy: Path, redactor: Redactor, facts: dict | None = None) -> Path:
+    """``local``, or for a Parquet file whose ``source`` names local files a copy without them;
+    ``facts`` (its size and sha256 in the manifest) then describe the copy."""
+    if local.suffix != ".parquet" or not redact_parquet(local, copy, redactor):
+        return local
+    if facts is not None:
+        from refine.tokenize.writers import file_facts
+
+        facts.update(file_facts(copy))
+    return copy
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=1, default=str).encode("utf-8")
 
 
 def push(
@@ -123,27 +153,29 @@ def push(
 
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise RefineError(f"--repo {repo_id!r}: expected ORG/NAME")
-    plan = plan_push(
-        output_dir,
-        repo_id,
-        documents=documents,
-        allow_incomplete=allow_incomplete,
-        license=license,
-    )
-    api = HfApi(endpoint=endpoint, token=token)
-    repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    operations = [CommitOperationAdd("README.md", plan.card.encode("utf-8"))]
-    operations += [
-        CommitOperationAdd(path_in_repo, str(local)) for path_in_repo, local in plan.files.items()
-    ]
-    info = api.create_commit(
-        repo_id,
-        operations,
-        repo_type="dataset",
-        revision=revision,
-        commit_message=commit_message or f"refine {__version__}: push {Path(output_dir).name}",
-    )
-    return PushResult(str(repo_url), info.commit_url, len(operations), plan.bytes)
+    with tempfile.TemporaryDirectory(prefix="refine-push-") as scratch:
+        plan = plan_push(
+            output_dir,
+            repo_id,
+            scratch=Path(scratch),
+            documents=documents,
+            allow_incomplete=allow_incomplete,
+            license=license,
+        )
+        api = HfApi(endpoint=endpoint, token=token)
+        repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        operations = [
+            CommitOperationAdd(path, f if isinstance(f, bytes) else str(f))
+            for path, f in plan.files.items()
+        ]
+        info = api.create_commit(
+            repo_id,
+            operations,
+            repo_type="dataset",
+            revision=revision,
+            commit_message=commit_message or f"refine {__version__}: push {Path(output_dir).name}",
+        )
+        return PushResult(str(repo_url), info.commit_url, len(operations), plan.bytes)
 
 
 def _final_documents(root: Path, report: dict[str, Any]) -> Path | None:

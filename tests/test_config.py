@@ -69,6 +69,25 @@ def test_env_defaults():
         expand_env("${REFINE_SURELY_UNSET_VAR}/warc")
 
 
+def test_config_remembers_what_env_expansion_changed(tmp_path, warc, monkeypatch):
+    """report.json keeps these (``config_env``): `refine push` publishes them, not the values."""
+    monkeypatch.setenv("REFINE_TEST_WARC_DIR", str(warc.parent))
+    text = GOOD.format(warc="${REFINE_TEST_WARC_DIR}/a.warc.gz", out=tmp_path / "o").replace(
+        "engine: resiliparse", "engine: '${REFINE_SURELY_UNSET_VAR:-resiliparse}'"
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.input == [str(warc)]
+    assert cfg.as_written == [
+        {"at": ["input", 0], "written": "${REFINE_TEST_WARC_DIR}/a.warc.gz"},
+        {
+            "at": ["stages", 1, "extract", "engine"],
+            "written": "${REFINE_SURELY_UNSET_VAR:-resiliparse}",
+        },
+    ]
+    plain = load_config(write(tmp_path, GOOD.format(warc=warc, out=tmp_path / "o")))
+    assert plain.as_written == []
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "refine.cli", *args],
@@ -103,16 +122,28 @@ def test_cli_missing_input_exits_2_before_work(tmp_path):
     cfg = write(tmp_path, f"input: ['{missing}']\noutput: {out}\nstages:\n  - read: {{}}\n")
     r = run_cli("run", str(cfg))
     assert r.returncode == 2
-    assert str(missing) in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr == f"refine: error: {cfg}: input {str(missing)!r}: no such file or directory\n"
     assert not out.exists()
 
 
-def test_cli_glob_matching_nothing_exits_2(tmp_path):
+def test_cli_glob_matching_nothing_names_the_config_and_pattern(tmp_path):
     cfg = write(
         tmp_path, f"input: ['{tmp_path}/*.warc.gz']\noutput: {tmp_path}/o\nstages: [read]\n"
     )
     r = run_cli("run", str(cfg))
-    assert r.returncode == 2 and "matched no files" in r.stderr
+    assert r.returncode == 2
+    assert r.stderr == f"refine: error: {cfg}: input '{tmp_path}/*.warc.gz' matched no files\n"
+
+
+def test_cli_missing_input_from_the_command_line_says_so_and_where_it_looked(tmp_path):
+    """A relative --input is looked up from the current directory: the line says which."""
+    cfg = write(tmp_path, f"input: [a.jsonl]\noutput: {tmp_path}/o\nstages: [read]\n")
+    r = run_cli("run", str(cfg), "--input", "nope/*.jsonl", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr == (
+        f"refine: error: {cfg} with --input: input 'nope/*.jsonl' matched no files "
+        f"(relative to the current directory {tmp_path.resolve()})\n"
+    )
 
 
 def test_cli_missing_config_file(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -463,8 +464,30 @@ def test_progress_display_shows_keep_rate_and_rate(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", [str(src)], tmp_path / "out", FAST_STAGES)
     r = run_cli("run", str(cfg), "--workers", "1")
     assert r.returncode == 0, r.stderr[-2000:]
-    line = next(x for x in r.stderr.splitlines() if "read+extract" in x)
-    assert "1/1 parts" in line and "3 docs out" in line and "keep 100.0%" in line
+    lines = r.stderr.splitlines()
+    bar = lines[lines.index("read + extract") + 1]  # the segment's stages, then its bar
+    assert "1/1 parts" in bar and "kept 3 (100.0%)" in bar and "docs/s" in bar, bar
+
+
+def test_end_summary_says_where_the_outputs_are_and_how_long_it_took(tmp_path):
+    """After the table: the final documents, the dataset shards and the tokens (as the tokens'
+    manifest.json counts them), each with its folder, then the run's wall time."""
+    text = require_shared_data() / "text" / "cc-main-2019-30-en.jsonl.gz"
+    out = tmp_path / "out"
+    stages = "  - read: {}\n  - pii: {}\n  - tokenize: {}\n"
+    cfg = write_config(tmp_path / "c.yaml", [str(text)], out, stages)
+    r = run_cli("run", str(cfg), "--workers", "1", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    manifest = json.loads((out / "tokens" / "manifest.json").read_text())
+    dataset = report(out)["dataset"]
+    assert manifest["tokens"] > 0 and dataset["documents"] == manifest["documents"] > 0
+    lines = r.stderr.splitlines()
+    assert f"documents: {dataset['documents']:,} in {out}/documents/02_tokenize" in lines
+    assert f"dataset: {dataset['shards']} parquet shard(s) in {out}/dataset" in lines
+    shards = f"{len(manifest['shards'])} shard(s): parquet, megatron, flat"
+    tokens = f"tokens: {manifest['tokens']:,} ({manifest['documents']:,} documents, {shards})"
+    assert f"{tokens} in {out}/tokens" in lines
+    assert re.fullmatch(r"wall time: \d+\.\d s", lines[-2]) and lines[-1].startswith("report: ")
 
 
 def test_progress_display_counts_global_stage_phases(tmp_path):

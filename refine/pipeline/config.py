@@ -26,6 +26,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -87,6 +88,14 @@ class PipelineConfig(BaseModel):
     output_format: Literal["parquet", "jsonl.gz"] = "parquet"
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     stages: list[dict[str, Any] | str]
+    #: the strings ``${VAR}`` expansion changed, as written: ``{"at": ["input", 0], "written":
+    #: "${DATA}/x.warc.gz"}``; report.json keeps them (``config_env``) so a published copy of
+    #: the config can show what was written instead of the environment's values
+    _as_written: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+
+    @property
+    def as_written(self) -> list[dict[str, Any]]:
+        return self._as_written
 
     @field_validator("input", mode="before")
     @classmethod
@@ -240,6 +249,8 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         raise ConfigError(f"{path}: {_pydantic_message(e)}") from None
     except TypeError as e:
         raise ConfigError(f"{path}: {e}") from None
+    fields = {"input", "output", "stages"}
+    written = cfg.model_dump(mode="json", include=fields)
     try:
         cfg.input = [expand_env(s) for s in cfg.input]
         cfg.output = expand_env(cfg.output)
@@ -247,6 +258,17 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         build_stages(cfg.stages)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    cfg._as_written = _changed_strings(written, cfg.model_dump(mode="json", include=fields))
     if not cfg.input:
         raise ConfigError(f"{path}: input: no input given (set 'input:' or pass --input)")
     return cfg
+
+
+def _changed_strings(before: Any, after: Any, at: tuple = ()) -> list[dict[str, Any]]:
+    """Where two dumps of the same config (before and after expansion) differ: each string's
+    location and its text before."""
+    if isinstance(before, dict):
+        return [e for k, v in before.items() for e in _changed_strings(v, after[k], (*at, k))]
+    if isinstance(before, list):
+        return [e for i, v in enumerate(before) for e in _changed_strings(v, after[i], (*at, i))]
+    return [{"at": list(at), "written": before}] if before != after else []

@@ -46,15 +46,20 @@ def map_folded(
     window = window or window_size(client)
     queue = as_completed()
     index_of: dict[str, int] = {}
+    items = list(zip(*iterables, strict=True))
+    # a client that shows progress (the runner's TrackedClient) counts the tasks as a phase
+    done = client.phase(fn, len(items)) if hasattr(client, "phase") else None
 
     def collect(future: Any) -> None:
         result = future.result()
         i = index_of.pop(future.key)
         future.release()
+        if done is not None:
+            done()
         if fold is not None:
             fold(i, result) if indexed else fold(result)
 
-    for i, args in enumerate(zip(*iterables, strict=True)):
+    for i, args in enumerate(items):
         if len(index_of) >= window:
             collect(next(queue))
         future = client.submit(fn, *args, pure=False)

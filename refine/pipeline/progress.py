@@ -1,6 +1,6 @@
 """Live progress: one bar per segment of map stages (parts done, documents out, keep rate so far,
-documents/s), one bar per phase of a global stage (its Dask tasks done), and a closing line per
-global stage (documents in -> out)."""
+documents/s) under a line naming its stages, one bar per phase of a global stage (its Dask tasks
+done), and a closing line per global stage (documents in -> out)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Column
 
 
 class RichProgress:
@@ -37,20 +38,22 @@ class RichProgress:
 
 
 class _Bar:
+    """The segment's stages on a line of their own (wrapped, however many are fused), then a bar
+    that fills what the numbers leave of the terminal: readable from 80 columns up."""
+
     def __init__(self, console: Console, name: str, total: int):
+        console.print(f"[bold]{' + '.join(name.split('+'))}[/bold]", highlight=False)
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            _bar(),
             MofNCompleteColumn(),
             TextColumn(
-                "parts  {task.fields[docs]} docs out  keep {task.fields[keep]}  "
-                "{task.fields[rate]} docs/s"
+                "parts  kept {task.fields[docs]} ({task.fields[keep]})  {task.fields[rate]}"
             ),
             TimeElapsedColumn(),
             console=console,
             transient=False,
         )
-        self.task = self.progress.add_task(name, total=total, docs=0, rate="-", keep="-")
+        self.task = self.progress.add_task(name, total=total, docs="0", rate="- docs/s", keep="-")
         self.t0 = time.perf_counter()
         self.docs = 0
         self.docs_in = 0
@@ -64,9 +67,10 @@ class _Bar:
         if not resumed:
             self.new_docs += docs
         elapsed = time.perf_counter() - self.t0
-        rate = f"{self.new_docs / elapsed:.1f}" if elapsed > 0 and self.new_docs else "-"
+        per_s = self.new_docs / elapsed if elapsed > 0 and self.new_docs else None
+        rate = "- docs/s" if per_s is None else f"{per_s:,.{0 if per_s >= 100 else 1}f} docs/s"
         keep = f"{100 * self.docs / self.docs_in:.1f}%" if self.docs_in else "-"
-        self.progress.update(self.task, advance=1, docs=self.docs, rate=rate, keep=keep)
+        self.progress.update(self.task, advance=1, docs=f"{self.docs:,}", rate=rate, keep=keep)
 
     def close(self) -> None:
         self.progress.stop()
@@ -77,7 +81,7 @@ class _GlobalBar:
         self.name = name
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            _bar(),
             MofNCompleteColumn(),
             TextColumn("tasks"),
             TimeElapsedColumn(),
@@ -100,3 +104,8 @@ class _GlobalBar:
 
     def close(self) -> None:
         self.progress.stop()
+
+
+def _bar() -> BarColumn:
+    """A bar of what the other columns leave of the terminal, 10 to 40 columns wide."""
+    return BarColumn(bar_width=None, table_column=Column(min_width=10, max_width=40))

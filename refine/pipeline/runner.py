@@ -297,11 +297,16 @@ class TrackedClient(StageClient):
 
     def map(self, func: Callable[..., Any], *iterables: Any, **kwargs: Any) -> list[Any]:
         futures = super().map(func, *iterables, **kwargs)
-        label = getattr(func, "__name__", "tasks").strip("_").replace("_", " ")
-        done = self._display.phase(label, len(futures))
+        done = self.phase(func, len(futures))
         for fut in futures:
             fut.add_done_callback(lambda _fut: done())
         return futures
+
+    def phase(self, func: Callable[..., Any], total: int) -> Callable[[], None]:
+        """A phase of ``total`` tasks of ``func`` on the display; call the result as each one
+        finishes (``refine.pipeline.gather.map_folded`` does)."""
+        label = getattr(func, "__name__", "tasks").strip("_").replace("_", " ")
+        return self._display.phase(label, total)
 
 
 class Runner:
@@ -712,6 +717,8 @@ class Runner:
             "wall_seconds": round(time.perf_counter() - t0, 3),
             "output": str(self.layout.root),
             "config": self.config.model_dump(mode="json"),
+            # the config strings that held ${VAR}s, as written (`config` has the values)
+            "config_env": self.config.as_written,
             "inputs": {
                 "files": len(self.inputs),
                 "bytes": sum(f.size or 0 for f in self.inputs),

@@ -57,15 +57,17 @@ def render_html(output_dir: str | Path, html_path: str | Path) -> Path:
     path = output / "report.json"
     if not path.is_file():
         raise RefineError(f"{path}: no report here (has `refine run` finished on this output?)")
-    report = json.loads(path.read_text(encoding="utf-8"))
-    page = _page(output, report)
+    page = html_page(output, json.loads(path.read_text(encoding="utf-8")))
     html_path = Path(html_path)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(page, encoding="utf-8")
     return html_path
 
 
-def _page(output: Path, report: dict) -> str:
+def html_page(output_dir: str | Path, report: dict) -> str:
+    """The page of ``report`` (the run's report.json, or a copy edited for publishing) with the
+    samples its sections read from the run's checkpoints in ``output_dir``."""
+    output = Path(output_dir)
     stages = report.get("stages", [])
     configs = _stage_configs(report)
     body = [
