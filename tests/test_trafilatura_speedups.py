@@ -182,6 +182,30 @@ def test_source_patches_all_apply_to_the_installed_trafilatura():
     assert htmlprocessing.tree_cleaning.__wrapped_original__ is not None
 
 
+def test_a_patch_applies_only_over_the_code_it_relies_on(monkeypatch):
+    """readability's faster link density re-implements ``get_link_density`` and assumes
+    ``text_length`` is pure: each must be exactly trafilatura 2.3.1's, or the patch is not
+    applied (under ``speedups: force`` on another version too)."""
+    from trafilatura import readability_lxml
+
+    patched = "trafilatura.readability_lxml.Document.score_paragraphs"
+    assert ts._requirements_hold(patched)  # noqa: SLF001 (the installed, tested version)
+
+    def text_length(elem):  # same name, another body: the link lengths may not be reusable
+        return len(elem.text_content())
+
+    monkeypatch.setattr(readability_lxml, "text_length", text_length)
+    assert not ts._requirements_hold(patched)  # noqa: SLF001
+    monkeypatch.undo()
+
+    def get_link_density(self, elem):
+        return 0.0
+
+    monkeypatch.setattr(readability_lxml.Document, "get_link_density", get_link_density)
+    assert not ts._requirements_hold(patched)  # noqa: SLF001
+    assert ts._requirements_hold("trafilatura.htmlprocessing.tree_cleaning")  # noqa: SLF001
+
+
 def test_tree_cleaning_skips_only_tags_that_are_not_there():
     """Nested cleaned tags, a cleaned tag inside another one's subtree, tails kept: the same
     tree as trafilatura's own loop (which walks the whole tree once per tag)."""

@@ -43,7 +43,9 @@ Five changes, each exact by construction and checked again in the tests:
    (``tree_cleaning`` skips the per-tag walks of tags the tree does not have; readability's
    candidate scaling measures each link's text once), and ``INVALID_XML_CHARS.sub`` first asks
    whether any of its characters is there at all (``_CharClass``). Another trafilatura version
-   without the passage keeps its own code.
+   without the passage keeps its own code, and so does one where a function the faster passage
+   relies on differs in any line (``_REQUIRES``: readability's ``get_link_density`` and
+   ``text_length``, compared whole).
 
 ``install()`` patches the trafilatura modules of this process in place; it is called by the
 extraction child when ``extract.speedups`` is on (the default). trafilatura's own code is not
@@ -666,6 +668,47 @@ _SOURCE_PATCHES = [
     ),
 ]
 
+#: Code a faster passage relies on besides the passage itself, by patched function: the whole
+#: source of each function it re-implements or assumes (readability's inlined link density is
+#: ``get_link_density``'s arithmetic, and reusing a link's length assumes ``text_length`` is a
+#: pure function of the element). A patch applies only when every one is exactly this (trafilatura
+#: 2.3.1's), also under ``speedups: force``.
+_REQUIRES = {
+    "trafilatura.readability_lxml.Document.score_paragraphs": (
+        (
+            "trafilatura.readability_lxml",
+            "Document.get_link_density",
+            "    def get_link_density(self, elem: HtmlElement) -> float:\n"
+            "        total_length = text_length(elem) or 1\n"
+            '        link_length = sum(text_length(link) for link in elem.findall(".//a"))\n'
+            "        return link_length / total_length\n",
+        ),
+        (
+            "trafilatura.readability_lxml",
+            "text_length",
+            "def text_length(elem: HtmlElement) -> int:\n"
+            '    "Return the length of the element with all its contents."\n'
+            "    return len(trim(elem.text_content()))\n",
+        ),
+    ),
+}
+
+
+def _requirements_hold(patched: str) -> bool:
+    """Whether the code the patch of ``patched`` relies on is exactly as in ``_REQUIRES``."""
+    import inspect
+
+    for module_name, qualname, expected in _REQUIRES.get(patched, ()):
+        obj = sys.modules.get(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        try:
+            if obj is None or inspect.getsource(obj) != expected:
+                return False
+        except (OSError, TypeError):
+            return False
+    return True
+
 
 def patch_source(func, old: str, new: str):
     """``func`` recompiled from its source with the passage ``old`` replaced by ``new``, in its
@@ -699,6 +742,8 @@ def _install_source_patches(report: SpeedupReport, modules: list) -> None:
         owner = getattr(module, owner_name) if owner_name else module
         original = getattr(owner, name, None)
         if original is None or getattr(original, "__wrapped_original__", None) is not None:
+            continue
+        if not _requirements_hold(f"{module_name}.{qualname}"):
             continue
         fast = patch_source(original, old, new)
         if fast is None:
