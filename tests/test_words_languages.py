@@ -3,6 +3,7 @@ through datatrove), and FineWeb-2 parity on the sample crawl's non-English pages
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -101,3 +102,21 @@ def test_fineweb2_parity_on_the_sample_crawl():
     for label in ("deu_Latn", "spa_Latn", "fra_Latn"):
         assert languages[label]["pages"] >= 20
         assert min(languages[label]["agreement"].values()) >= 0.99, languages[label]
+
+
+def test_a_language_split_otherwise_by_fineweb2_warns_once(caplog):
+    """Korean (Kiwi), Hindi (Indic NLP) and Vietnamese (spaCy vi needs pyvi) fall back to the
+    English rules, and say so once per label; segmented and spaCy languages do not warn."""
+    spacy_words.rules_for_language.cache_clear()
+    labels = ["kor_Hang", "hin_Deva", "kor_Hang", "tha_Thai", "cmn_Hani", "fra_Latn", "en"]
+    with caplog.at_level("WARNING", logger="refine"):
+        rules = [spacy_words.rules_for_language(label) for label in labels]
+    assert rules == [None, None, None, None, None, "fr", None]
+    warned = [r.getMessage() for r in caplog.records if "English rules" in r.getMessage()]
+    assert len(warned) == 2 and "'kor_Hang'" in warned[0] and "KiwiTokenizer" in warned[0]
+    assert "'hin_Deva'" in warned[1]
+    if importlib.util.find_spec("pyvi") is None:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="refine"):
+            assert spacy_words.rules_for_language("vie_Latn") is None
+        assert "pyvi" in caplog.text

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import threading
 
 import numpy as np
@@ -42,6 +43,8 @@ import regex
 _NEEDS = {"vi": "pyvi", "ko": "natto", "zh": "jieba", "ja": "sudachipy", "th": "pythainlp"}
 #: Handled elsewhere: refine's English rules, and the segmenters of refine.pipeline.segment.
 _NOT_SPACY = {"en", "zh", "ja", "th"}
+#: datatrove's tokenizers for scripts refine segments itself (refine.pipeline.segment)
+_SEGMENTED = {"ThaiTokenizer", "LaoTokenizer", "KhmerTokenizer", "BurmeseTokenizer"}
 _JOIN = 4_000_000  # characters per spaCy call when tokenizing a batch's new chunks
 
 _RE2_META = frozenset("\\.+*?()|[]{}^$")
@@ -74,12 +77,26 @@ def rules_for_language(label: str | None) -> str | None:
     cls, code = entry
     if cls == "WhitespaceTokenizer":
         code = "xx"
-    elif cls != "SpaCyTokenizer" or code in _NOT_SPACY:
+    elif cls in _SEGMENTED or code in _NOT_SPACY:
+        return None  # English, or a segmenter of refine.pipeline.segment
+    elif cls != "SpaCyTokenizer":
+        _warn_english(label, f"datatrove's {cls}, which refine does not run")
         return None
     need = _NEEDS.get(code)
     if need and importlib.util.find_spec(need) is None:
+        _warn_english(label, f"spaCy {code!r}, which needs {need} (not installed)")
         return None
     return code
+
+
+def _warn_english(label: str, tokenizer: str) -> None:
+    """Once per label (``rules_for_language`` is cached): its words are not FineWeb-2's."""
+    logging.getLogger("refine").warning(
+        "words of %r documents are split by the English rules: FineWeb-2 split them with %s, "
+        "so per-language thresholds apply to other words there",
+        label,
+        tokenizer,
+    )
 
 
 @functools.cache
