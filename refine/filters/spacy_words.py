@@ -123,8 +123,9 @@ def _re2_escape(text: str) -> str:
     return "".join("\\" + c if c in _RE2_META else c for c in text)
 
 
-def _tokens(code: str, text: str) -> list[str]:
-    """spaCy's tokens of ``text`` without the white-space ones (datatrove's ``strip_strings``)."""
+def split_document(text: str, code: str) -> list[str]:
+    """All words of one document by spaCy ``code``, as datatrove's ``SpaCyTokenizer``: its
+    tokens without the white-space ones (datatrove's ``strip_strings``)."""
     nlp = _nlp(code)
     with _lock, nlp.memory_zone():
         nlp.max_length = len(text) + 10
@@ -190,8 +191,3 @@ def whole_documents(texts: pa.Array, code: str) -> list[int]:
         return []
     hits = pc.fill_null(pc.match_substring_regex(texts, pattern), False)
     return [i for i, hit in enumerate(hits.to_pylist()) if hit]
-
-
-def split_document(text: str, code: str) -> list[str]:
-    """All words of one document by spaCy ``code``, as datatrove's ``SpaCyTokenizer``."""
-    return _tokens(code, text)

@@ -494,15 +494,17 @@ def _rules(languages: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def _split_by_spacy(texts: pa.Array, code: str) -> pa.Array:
     """Words by spaCy ``code``: the batch path, and whole documents where a special case with a
-    space could apply."""
+    space could apply (only those rows leave Arrow)."""
     whole = spacy_words.whole_documents(texts, code)
-    words = split_spaced(texts, code)
     if not whole:
-        return words
-    lists = words.to_pylist()
-    for i in whole:
-        lists[i] = spacy_words.split_document(texts[i].as_py(), code)
-    return pa.array(lists, WORDS_TYPE)
+        return split_spaced(texts, code)
+    rest = np.setdiff1d(np.arange(len(texts)), whole)
+    words = split_spaced(texts.take(pa.array(rest, pa.int64())), code)
+    alone = [spacy_words.split_document(texts[i].as_py(), code) for i in whole]
+    order = np.empty(len(texts), np.int64)
+    order[np.concatenate([rest, whole])] = np.arange(len(texts))
+    joined = pa.concat_arrays([words.cast(WORDS_TYPE), pa.array(alone, WORDS_TYPE)])
+    return joined.take(pa.array(order))
 
 
 def words_of(table: pa.Table) -> pa.ListArray | pa.ChunkedArray:
