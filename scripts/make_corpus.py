@@ -56,11 +56,14 @@ least 50 units (79 topics).
   of its words (log-uniform) edited in runs of 1-6 adjacent words, each run a substitution,
   insertion or deletion (new words fluent as above), no two members the same; word 5-gram
   Jaccard to the original: median ~0.91, 99.6 % at 0.8 or more, lowest ~0.77;
-- ``chain``: chains of 20-1,000 documents (P(length) ~ length^-1.5; 3 % of the corpus); each
-  member is the one before with 1-3 % of its words edited in runs of 1-3 (Jaccard to it ~0.8-0.95,
-  median ~0.89); Jaccard to the start falls below 0.5 after 6-10 steps, so the ends are far
-  apart (~0.2 or less). Long chains drift far from the source text (the 1,000th member has had
-  every word replaced several times);
+- ``chain``: chains of 50-1,000 documents (P(length) ~ length^-1.5; 3 % of the corpus); each
+  member is the one before with 0.4-0.8 % of its words edited in runs of 1-2 (at least one run;
+  word 5-gram Jaccard to it ~0.9-1.0, median ~0.95: the ~0.96 of the chain issue #18 describes);
+  Jaccard to the start falls below 0.5 after 15-20 steps, so the ends are far apart (~0.1 or
+  less). Long chains drift far from the source text (the 1,000th member has had most words
+  replaced). ``--chain-rate-min 0.01 --chain-rate-max 0.03 --chain-run-max 3 --chain-len-min
+  20`` gives the earlier, looser chains (links ~0.8-0.95, median ~0.89), which FineWeb's 14 x 8
+  LSH misses a link of with probability up to ~8 % [computed];
 - boilerplate: 22 made-up lines of 20+ characters (cookie banners, navigation, footers), each at
   the top or bottom of its share of the documents, the shares log-spaced from 0.1 % to 10 %;
   every member of a group carries its member 0's lines (one site's template);
@@ -197,12 +200,12 @@ class CorpusSpec:
     exact_size_max: int = 100
     exact_size_alpha: float = 2.0
     chain_frac: float = 0.03
-    chain_len_min: int = 20
+    chain_len_min: int = 50
     chain_len_max: int = 1000
     chain_len_alpha: float = 1.5
-    chain_rate_min: float = 0.01  # per step, uniform in [min, max]
-    chain_rate_max: float = 0.03
-    chain_run_max: int = 3
+    chain_rate_min: float = 0.004  # per step, uniform in [min, max]
+    chain_rate_max: float = 0.008
+    chain_run_max: int = 2
     passages_per_1000: float = 1.0  # shared passages per 1,000 documents (at least 3)
     passage_words_min: int = 60
     passage_words_max: int = 300
