@@ -247,13 +247,18 @@ def test_cli_runs_a_language_table_from_yaml(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_fingerprints_without_a_table_are_those_of_earlier_versions():
-    # a run made before ``languages`` existed resumes instead of recomputing its filters
+def test_fingerprints_without_a_table_name_the_word_rules():
+    # a labelled document's words follow its language's rules with or without a table, so an
+    # output made when every label got the English rules is recomputed on resume, not mixed in
+    from refine.filters.languages import _word_rules
     from refine.pipeline.stage import _digest
 
     for cls in (GopherRepetition, GopherQuality, FineWebQuality, C4Quality, Llama3Heuristics):
         stage = cls()
         dumped = stage.params.model_dump(mode="json")
         old = {k: v for k, v in dumped.items() if k not in ("languages", "unknown_language")}
-        assert stage.fingerprint() == _digest({"name": cls.name, "params": old}), cls.name
+        assert stage.fingerprint() != _digest({"name": cls.name, "params": old}), cls.name
+        now = {**old, "word_rules": _word_rules()}
+        assert stage.fingerprint() == _digest({"name": cls.name, "params": now}), cls.name
+        assert "spacy==" in _word_rules() and "datatrove==" in _word_rules()
         assert cls(cls.Params(languages="fineweb2")).fingerprint() != stage.fingerprint()

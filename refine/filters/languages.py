@@ -280,15 +280,16 @@ def _word_rules() -> str:
 
 
 class PerLanguageStage:
-    """Mixin for a stage whose ``Params`` derive from ``LanguageParams``: its fingerprints are
-    those of earlier versions while ``languages`` is null (outputs made before these params
-    existed are resumed, not recomputed), and name the shipped table's content and the word
-    rules when it is used (a new table, or other words, recompute what the old ones decided)."""
+    """Mixin for a stage whose ``Params`` derive from ``LanguageParams``: its fingerprints name
+    the word rules (:func:`_word_rules`) with or without a ``languages`` table, since a document
+    labelled German, French... is split by its language's rules either way (outputs made when
+    every label got the English rules are recomputed on resume, not mixed with new decisions),
+    and the shipped table's content when the table is used."""
 
     def _identity(self, params: dict) -> dict:
         if params.get("languages") is None:
             params = {k: v for k, v in params.items() if k not in ("languages", "unknown_language")}
+            params["word_rules"] = _word_rules()
         else:
-            # the words of each language (refine/filters/spacy_words.py) decide with the table
             params = {**params, "languages_asset": _asset_digest(), "word_rules": _word_rules()}
         return super()._identity(params)  # type: ignore[misc]
