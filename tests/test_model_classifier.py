@@ -16,7 +16,7 @@ from support import dask_cluster, report, require_shared_data, run_cli, stage, w
 pytest.importorskip("transformers")
 pytest.importorskip("torch")
 
-from refine.classifier_training import read_records, train_wordpiece  # noqa: E402
+from refine.classifier_training import read_records, train_tokenizer  # noqa: E402
 from refine.errors import ConfigError  # noqa: E402
 from refine.filters.model_classifier import ModelClassifier, ModelClassifierParams  # noqa: E402
 from refine.pipeline.storage import OutputLayout  # noqa: E402
@@ -47,7 +47,7 @@ def regressor(labelled, tmp_path_factory) -> Path:
 
     texts, _ = labelled
     out = tmp_path_factory.mktemp("tiny-regressor")
-    tok = train_wordpiece(texts[:200], 2000)
+    tok = train_tokenizer(texts[:200], 2000)
     cfg = BertConfig(
         vocab_size=len(tok),
         hidden_size=64,
@@ -310,6 +310,10 @@ def test_train_classifier_cli(labelled, tmp_path):
         "64",
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    # the same documents and labels in another process: the same tokenizer and weights, byte
+    # for byte (HF's WordPiece trainer gave another vocabulary each run: tokenizers#1794)
+    for name in ("tokenizer.json", "model.safetensors", "config.json"):
+        assert (out / name).read_bytes() == (tmp_path / "model2" / name).read_bytes(), name
     r = run_cli(
         "train-classifier",
         "--text",
