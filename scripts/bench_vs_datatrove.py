@@ -158,8 +158,9 @@ def stage_inputs(paths: list[Path], dest: Path, max_records: int | None) -> list
 
 
 class TreePeakRss:
-    """Samples, in a thread, the summed RSS of a process and all its descendants (``peak``), and
-    each one's CPU time (``cpu``: the sum over every process seen, at its last sample)."""
+    """Samples, in a thread, the summed RSS of a process and all its descendants (``peak``), the
+    RSS of the largest one alone (``largest``), and each one's CPU time (``cpu``: the sum over
+    every process seen, at its last sample)."""
 
     def __init__(self, pid: int, interval: float = 0.1):
         import psutil
@@ -169,6 +170,7 @@ class TreePeakRss:
         self._interval = interval
         self._stop = threading.Event()
         self.peak = 0
+        self.largest = 0
         self._cpu: dict[int, float] = {}
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -182,7 +184,9 @@ class TreePeakRss:
         total = 0
         for p in procs:
             try:
-                total += p.memory_info().rss
+                rss = p.memory_info().rss
+                total += rss
+                self.largest = max(self.largest, rss)
                 t = p.cpu_times()
                 self._cpu[p.pid] = t.user + t.system
             except ps.Error:
@@ -206,9 +210,17 @@ class TreePeakRss:
 
 def run_child(cmd: list[str], log: Path, env: dict | None = None) -> tuple[float, int, float]:
     """Run ``cmd`` (stdout+stderr to ``log``): wall seconds, peak tree RSS in bytes, and CPU
-    seconds of the whole tree. CPU is the larger of two lower bounds: the kernel's count for
-    reaped descendants (``RUSAGE_CHILDREN``, misses processes nobody waited for, such as a
-    forkserver's pool) and the sampled sum (misses each process's last < 0.1 s)."""
+    seconds of the whole tree (``measure_child``)."""
+    m = measure_child(cmd, log, env)
+    return m["wall_seconds"], m["peak_rss"], m["cpu_seconds"]
+
+
+def measure_child(cmd: list[str], log: Path, env: dict | None = None) -> dict:
+    """Run ``cmd`` (stdout+stderr to ``log``): ``wall_seconds``, ``cpu_seconds`` of the whole
+    process tree, ``peak_rss`` (bytes, the tree's summed RSS) and ``largest_rss`` (bytes, its
+    largest process alone). CPU is the larger of two lower bounds: the kernel's count for reaped
+    descendants (``RUSAGE_CHILDREN``, misses processes nobody waited for, such as a forkserver's
+    pool) and the sampled sum (misses each process's last < 0.1 s)."""
     import resource
 
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -223,11 +235,15 @@ def run_child(cmd: list[str], log: Path, env: dict | None = None) -> tuple[float
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     reaped = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-    cpu = max(reaped, sampler.cpu)
     if rc != 0:
         tail = log.read_text(errors="replace")[-4000:]
         raise SystemExit(f"bench: {' '.join(cmd[:4])}... exited with {rc}:\n{tail}")
-    return wall, peak, cpu
+    return {
+        "wall_seconds": wall,
+        "cpu_seconds": max(reaped, sampler.cpu),
+        "peak_rss": peak,
+        "largest_rss": sampler.largest,
+    }
 
 
 # --- refine ---------------------------------------------------------------------------------------
@@ -276,8 +292,15 @@ def run_refine(inputs: list[Path], tmp: Path, args) -> dict:
     config = tmp / "refine.yaml"
     dedup = args.trafilatura_dedup == "on"
     cfg = refine_config(
-        inputs, out, args.workers, args.slice_mb, args.timeout, dedup, args.refine_fast,
-        args.refine_prefilter, args.minhash_keep,
+        inputs,
+        out,
+        args.workers,
+        args.slice_mb,
+        args.timeout,
+        dedup,
+        args.refine_fast,
+        args.refine_prefilter,
+        args.minhash_keep,
     )
     config.write_text(json.dumps(cfg))  # JSON is YAML
     cmd = [sys.executable, "-m", "refine.cli", "run", str(config), "--no-progress"]
@@ -299,9 +322,13 @@ def run_refine(inputs: list[Path], tmp: Path, args) -> dict:
                 reasons[doc_id] = f"{entry['name']}:{reason}"
         if entry["name"] == "dedup_minhash":
             dlog = pq.read_table(folder, columns=["id", "duplicate_of"])
-            survivor.update((i, d) for i, d in zip(dlog["id"].to_pylist(),
-                                                   dlog["duplicate_of"].to_pylist(), strict=True)
-                            if d is not None)
+            survivor.update(
+                (i, d)
+                for i, d in zip(
+                    dlog["id"].to_pylist(), dlog["duplicate_of"].to_pylist(), strict=True
+                )
+                if d is not None
+            )
     return {
         "seconds": report["wall_seconds"],
         "process_seconds": wall,
@@ -389,14 +416,6 @@ def datatrove_child(spec_file: Path) -> None:
     import logging
     import warnings
 
-    from datatrove.executor.local import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (
-        MinhashConfig,
-        MinhashDedupBuckets,
-        MinhashDedupCluster,
-        MinhashDedupFilter,
-        MinhashDedupSignature,
-    )
     from datatrove.pipeline.extractors import Trafilatura
     from datatrove.pipeline.filters import (
         C4QualityFilter,
@@ -407,25 +426,16 @@ def datatrove_child(spec_file: Path) -> None:
     )
     from datatrove.pipeline.readers import JsonlReader, WarcReader
     from datatrove.pipeline.writers import JsonlWriter
-    from datatrove.utils.hashing import HashConfig
 
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     spec = json.loads(spec_file.read_text())
     work = Path(spec["work"])
     n = spec["workers"]
-    minhash = MinhashConfig(
-        hash_config=HashConfig(precision=64), num_buckets=14, hashes_per_bucket=8, n_grams=5
-    )
-
-    def executor(name: str, pipeline: list, tasks: int, workers: int):
-        logs = str(work / "logs" / name)
-        return name, LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logs)
-
-    filtered, sigs = str(work / "filtered"), str(work / "signatures")
-    buckets, remove = str(work / "buckets"), str(work / "remove_ids")
+    filtered = str(work / "filtered")
     stages = [
-        executor(
+        _executor(
+            work,
             "filter",
             [
                 WarcReader(spec["input_dir"], glob_pattern="*.warc.gz"),
@@ -442,21 +452,8 @@ def datatrove_child(spec_file: Path) -> None:
             n,
             n,
         ),
-        executor(
-            "minhash_1", [JsonlReader(filtered), MinhashDedupSignature(sigs, config=minhash)], n, n
-        ),
-        executor(
-            "minhash_2",
-            [MinhashDedupBuckets(sigs, buckets, config=minhash)],
-            minhash.num_buckets,
-            n,
-        ),
-        executor("minhash_3", [MinhashDedupCluster(buckets, remove, config=minhash)], 1, 1),
-        executor(
-            "minhash_4",
-            [JsonlReader(filtered), MinhashDedupFilter(remove), JsonlWriter(str(work / "deduped"))],
-            n,
-            n,
+        *minhash_executors(
+            work, n, lambda: JsonlReader(filtered), JsonlWriter(str(work / "deduped"))
         ),
     ]
     t0 = time.perf_counter()
@@ -466,8 +463,62 @@ def datatrove_child(spec_file: Path) -> None:
         ex.run()
         executors[name] = round(time.perf_counter() - t, 3)
     seconds = time.perf_counter() - t0
+    steps = datatrove_steps(work, list(executors))
+    (work / "result.json").write_text(
+        json.dumps({"seconds": seconds, "executors": executors, "steps": steps})
+    )
+
+
+#: datatrove's four MinHash executors, in order (``minhash_executors``)
+MINHASH_STAGES = ("minhash_1", "minhash_2", "minhash_3", "minhash_4")
+
+
+def minhash_executors(work: Path, n: int, reader, writer, exclusion_writer=None) -> list:
+    """datatrove's four MinHash executors as FineWeb runs them, ``(name, executor)`` in order:
+    signatures (``n`` tasks), buckets (one task per bucket, as the stage requires), clustering
+    (one task, as it requires), filter (``n`` tasks), each on ``n`` workers at most. ``reader()``
+    makes a fresh reader of the documents (stages 1 and 4 each need one); ``writer`` gets the
+    kept documents, ``exclusion_writer`` the removed ones. Files and logs go under ``work``."""
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.utils.hashing import HashConfig
+
+    minhash = MinhashConfig(
+        hash_config=HashConfig(precision=64), num_buckets=14, hashes_per_bucket=8, n_grams=5
+    )
+    sigs, buckets = str(work / "signatures"), str(work / "buckets")
+    remove = str(work / "remove_ids")
+    dedup_filter = MinhashDedupFilter(remove, exclusion_writer=exclusion_writer)
+    return [
+        _executor(work, "minhash_1", [reader(), MinhashDedupSignature(sigs, config=minhash)], n, n),
+        _executor(
+            work,
+            "minhash_2",
+            [MinhashDedupBuckets(sigs, buckets, config=minhash)],
+            minhash.num_buckets,
+            n,
+        ),
+        _executor(work, "minhash_3", [MinhashDedupCluster(buckets, remove, config=minhash)], 1, 1),
+        _executor(work, "minhash_4", [reader(), dedup_filter, writer], n, n),
+    ]
+
+
+def _executor(work: Path, name: str, pipeline: list, tasks: int, workers: int):
+    from datatrove.executor.local import LocalPipelineExecutor
+
+    logs = str(work / "logs" / name)
+    return name, LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logs)
+
+
+def datatrove_steps(work: Path, executor_names: list[str]) -> dict:
+    """Each executor's steps from its ``stats.json``: seconds and document counters."""
     steps = {}
-    for ex_name in executors:
+    for ex_name in executor_names:
         stats = json.loads((work / "logs" / ex_name / "stats.json").read_text())
         for step in stats:
             key = _step_key(step["name"], ex_name)
@@ -477,9 +528,7 @@ def datatrove_child(spec_file: Path) -> None:
                 if k in ("total", "forwarded", "dropped", "documents") or k.startswith("dropped_")
             }
             steps[key] = {"seconds": round(_total(step.get("time_stats", 0)), 3), **counters}
-    (work / "result.json").write_text(
-        json.dumps({"seconds": seconds, "executors": executors, "steps": steps})
-    )
+    return steps
 
 
 def _total(value) -> float:
