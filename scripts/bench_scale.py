@@ -113,6 +113,8 @@ def write_config(
     stages = [{"read": {"slice_mb": a.slice_mb}}]
     for name in names:
         params = dict(PARAMS.get(name, {}))
+        if name == "tokenize" and a.shard_tokens:
+            params["shard_tokens"] = a.shard_tokens
         if not one_task and name in ONE_TASK:
             params["single_task_rows"] = 0
         stages.append({name: params})
@@ -458,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--slice-mb", type=float, default=16.0, help="read's partition size")
+    ap.add_argument(
+        "--shard-tokens", type=int, help="tokenize's shard_tokens (default: the stage's, 10^8)"
+    )
     ap.add_argument("--sample", type=float, default=0.2, help="seconds between RSS samples")
     ap.add_argument(
         "--modes",
