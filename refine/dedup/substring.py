@@ -25,9 +25,12 @@ Phases, none of which holds more than a shard or a shuffled partition:
    ``shard_bytes`` of text (a document is never split: one larger than the budget is a shard
    alone). Per shard, a suffix array and its LCP array (pydivsufsort: libdivsufsort and Kasai)
    over the token ids group equal K-token windows exactly; each group gets the smallest id
-   among its documents and a 128-bit hash of its tokens. The groups' hashes go to a Parquet
-   table (one row per distinct window of the shard), the arrays to the scratch folder;
-2. Dask shuffle on the hash: windows present in more than one shard are the cross-shard
+   among its documents, a 128-bit hash of its tokens and its anchor (below). The shard's
+   distinct anchors go to a Parquet table, the arrays to the scratch folder. A Dask shuffle on
+   the anchor finds the anchors present in more than one shard; then, per part, the windows
+   whose anchor is one of those go to a Parquet table (hash, part, shard: one row per such
+   distinct window of a shard);
+2. Dask shuffle on the window hash: windows present in more than one shard are the cross-shard
    candidates, written partitioned by part;
 3. per part: each candidate gets its shard's smallest id; a second, much smaller shuffle on the
    hash gives the corpus-wide smallest id of every candidate;
@@ -35,10 +38,27 @@ Phases, none of which holds more than a shard or a shuffled partition:
    token boundaries together with the whitespace that follows them. A document that lost text
    and keeps fewer than ``min_tokens`` tokens is dropped (``short_after_substring_dedup``).
 
+Anchors (winnowing, Schleimer et al. 2003) keep phase 1's shuffles small: shuffling every
+distinct window of every shard cost 24 bytes per window, 21 bytes per input token. A window's
+anchor is the smallest 64-bit hash of its w = ``anchor_windows`` sub-windows of K - w + 1 tokens
+(those starting at its first w tokens). It is a function of the window's tokens alone, so a
+window present in two shards has the same anchor in both: its anchor is found shared and the
+window goes to the window shuffle. Sharing an anchor is needed to be a candidate, not enough
+(the window shuffle compares the 128-bit hashes), so an anchor collision only adds candidates:
+the result is exactly the same for every w. Consecutive windows mostly share their anchor, so a
+shard has about 2 / (w + 1) as many distinct anchors as windows, and few windows besides the
+copied ones share one. The stage's ``shuffled_bytes`` counts the rows written for the two
+shuffles: 16 x ``anchors`` (anchor, part, shard) + 24 x ``candidate_windows`` (two hashes, part,
+shard); the smaller owner shuffle of phase 3 (``cross_shard_windows`` rows) is not counted.
+Measured at 10^5 documents of ``scripts/make_corpus.py`` with K = 50 (docs/scaling.md): 19.7
+bytes shuffled per input token before anchors, 2.5 with w = 16 (1.6 of anchors, 1.0 of
+candidate windows), the same output.
+
 Memory: a shard's suffix array is built by libdivsufsort over the ids written as 1-4 big-endian
 bytes each (``suffix_array``); with the LCP array, the token-id vocabulary and the per-token
 arrays, a task peaked at about 10x the shard's text bytes for a 16 MiB shard (15x at 4 MiB,
-measured with ``scripts/bench_dedup.py --substring``), whatever the corpus size.
+measured with ``scripts/bench_dedup.py --substring``), whatever the corpus size. The anchors add 8
+bytes per token and ~50 MB of chunk temporaries, after the suffix array is freed.
 
 The owners depend only on the documents (up to a 2^-128 hash collision between different
 windows of different shards), never on partitions, shards or workers. Documents sharing an id
@@ -79,6 +99,15 @@ TOKEN_RE = re.compile(f"[{_NOSPACE}]|[^\\s{_NOSPACE}]+")
 
 #: odd multipliers of the two polynomial window hashes (odd: invertible modulo 2^64)
 _BASES = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
+#: odd multiplier of the sub-window hash the anchors are the minima of, and its inverse
+_ANCHOR_BASE = 0xD6E8FEB86659FD93
+_ANCHOR_INVERSE = pow(_ANCHOR_BASE, -1, 2**64)
+#: bytes of one row of the anchor shuffle (anchor int64, part, shard int32) and of the window
+#: shuffle (h1, h2 int64, part, shard int32): ``shuffled_bytes`` counts rows x these
+ANCHOR_ROW_BYTES = 16
+WINDOW_ROW_BYTES = 24
+#: w, ``anchor_windows``'s default (see its docstring for the measurements)
+ANCHOR_WINDOWS = 16
 _STR = "string"
 
 
@@ -95,6 +124,15 @@ class DedupSubstringParams(StageParams):
     """A document that lost text and keeps fewer tokens than this is dropped
     (``short_after_substring_dedup``; 50 is gopher_quality's minimum word count). Documents
     with nothing removed are never dropped here; with 0 only an empty remainder is dropped."""
+    anchor_windows: int = Field(ANCHOR_WINDOWS, ge=1)
+    """w: each K-token window's anchor is the smallest hash of its w sub-windows of K - w + 1
+    tokens; only the distinct anchors of a shard are shuffled (about 2 / (w + 1) of its
+    windows), then only the windows whose anchor another shard shares (see the module
+    docstring). The result is the same for every w; w sets the bytes shuffled: per input token
+    19.7 (before anchors), 13.9 (w = 1: every window its own anchor), 3.8 (8), 2.5 (16),
+    measured at 10^5 documents with K = 50. Keep K - w + 1 well above a few tokens: short
+    sub-windows are shared by chance and make every window around them a candidate. Larger than
+    K counts as K."""
     by: DedupBy = "all"
     """``all``: spans are compared across every document. ``language``: only across documents
     with the same ``language`` column (FineWeb-2 deduplicates each language separately): a
@@ -164,6 +202,64 @@ def _window_hash(th: np.ndarray, seq: np.ndarray, base: np.uint64, starts: np.nd
     return acc
 
 
+#: window starts per step of ``anchor_hashes`` (bounds its temporaries: ~50 MB)
+_ANCHOR_CHUNK = 1 << 20
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    """base^0 .. base^(n-1) modulo 2^64."""
+    out = np.full(n, base, np.uint64)
+    out[0] = 1
+    return np.cumprod(out, dtype=np.uint64)
+
+
+def _sliding_min(a: np.ndarray, w: int) -> np.ndarray:
+    """``out[i] = min(a[i : i + w])`` for every full run of w, in log2(w) + 1 vector passes."""
+    span = 1
+    while span * 2 <= w:
+        a = np.minimum(a[:-span], a[span:])  # now the minimum over 2 * span
+        span *= 2
+    if span < w:
+        a = np.minimum(a[: a.size - (w - span)], a[w - span :])
+    return a
+
+
+def anchor_hashes(th: np.ndarray, seq: np.ndarray, k: int, w: int) -> np.ndarray:
+    """The anchor of the K-token window starting at each position of ``seq`` (token ids; ``th``:
+    a 64-bit hash per id): the smallest hash of its w sub-windows of k0 = K - w + 1 tokens,
+    those starting at s, s + 1, ..., s + w - 1 (w is clamped to K). A function of the window's
+    tokens only, so equal windows anywhere have equal anchors.
+
+    The sub-window hash is sum_i th[t_i] B^i mod 2^64, read off a prefix sum over the tokens and
+    divided by B^s (odd B: invertible), so it does not depend on where the window sits; then a
+    sliding minimum. A few vector passes per position, in chunks. uint64 per position; the last
+    K - 1 hold 2^64 - 1, and a window running over a document's end gets a meaningless value
+    (callers read valid starts only).
+    """
+    w = min(w, k)
+    k0 = k - w + 1
+    n = seq.size
+    out = np.full(n, np.iinfo(np.uint64).max, np.uint64)
+    starts = n - k + 1
+    if starts <= 0:
+        return out
+    step = min(_ANCHOR_CHUNK, starts)
+    powers = _powers(_ANCHOR_BASE, step + k - 1)
+    inverse = _powers(_ANCHOR_INVERSE, step + w - 1)
+    for lo in range(0, starts, step):
+        hi = min(starts, lo + step)
+        tok = th[seq[lo : hi + k - 1]]
+        tok *= powers[: tok.size]
+        prefix = np.zeros(tok.size + 1, np.uint64)
+        np.cumsum(tok, out=prefix[1:])
+        del tok
+        sub = prefix[k0:] - prefix[: prefix.size - k0]  # hi - lo + w - 1 sub-windows
+        del prefix
+        sub *= inverse[: sub.size]
+        out[lo:hi] = _sliding_min(sub, w)
+    return out
+
+
 #: suffix-array entries filtered per step (bounds the temporaries of ``suffix_array``)
 _CHUNK = 1 << 22
 
@@ -223,13 +319,15 @@ def index_shard(
     k: int,
     segmenters: list[str | None] | None = None,
     groups: list[str] | None = None,
+    anchor_windows: int = ANCHOR_WINDOWS,
 ) -> dict[str, np.ndarray]:
     """Group the equal K-token windows of one shard with a suffix array (``segmenters``: each
     document's, see :func:`tokenize`).
 
     Returns ``grp`` (per token: its window's group, -1 where fewer than K tokens remain in the
     document), per group ``owner`` (rank of its smallest id within the shard) and ``h1``/``h2``
-    (its 128-bit hash), and ``doc_starts`` (each document's first token; one extra at the end).
+    (its 128-bit hash) and ``anchor`` (:func:`anchor_hashes` with w = ``anchor_windows``), and
+    ``doc_starts`` (each document's first token; one extra at the end).
     ``groups`` (``by: language``): each document's language, part of each of its tokens, so
     windows of different groups never match (not in a shard, nor by hash across shards).
     """
@@ -264,7 +362,13 @@ def index_shard(
     result = {"grp": grp, "doc_starts": doc_starts, "sa_entries": np.int64(n)}
     if not valid.any():
         empty = np.zeros(0, np.uint64)
-        return {**result, "owner": np.zeros(0, np.int64), "h1": empty, "h2": empty}
+        return {
+            **result,
+            "owner": np.zeros(0, np.int64),
+            "h1": empty,
+            "h2": empty,
+            "anchor": empty,
+        }
     sa = suffix_array(seq, len(vocab))
     lcp = kasai(seq, sa)  # lcp[i]: common prefix of suffixes sa[i] and sa[i + 1], in tokens
     # windows sharing their first K tokens are adjacent in the suffix array; a window never
@@ -299,6 +403,7 @@ def index_shard(
         "owner": owner.astype(np.int64),
         "h1": _window_hash(th1, seq, _BASES[0], rep, k),
         "h2": _window_hash(th2, seq, _BASES[1], rep, k),
+        "anchor": anchor_hashes(th1, seq, k, anchor_windows)[rep],
     }
 
 
@@ -324,7 +429,8 @@ class DedupSubstring(GlobalStage):
         n = len(parts)
         work = Path(ctx.work_dir)
         remove_tree(work)
-        dirs = {k: str(work / k) for k in ("shards", "windows", "candidates", "owners", "cross")}
+        folders = ("shards", "anchors", "shared", "windows", "candidates", "owners", "cross")
+        dirs = {k: str(work / k) for k in folders}
         client = ctx.client
         shards: list[dict] = []
         index_cpu = 0.0
@@ -340,13 +446,39 @@ class DedupSubstring(GlobalStage):
             parts,
             range(n),
             [dirs["shards"]] * n,
-            [dirs["windows"]] * n,
+            [dirs["anchors"]] * n,
             fold=fold_index,
         )
-        counters: dict[str, int] = {"shards": len(shards), "cross_shard_windows": 0}
-        if len(shards) > 1 and any(s["windows"] for s in shards):
-            counters["cross_shard_windows"] = _cross_candidates(
-                Path(dirs["windows"]), Path(dirs["candidates"]), n
+        counters = dict.fromkeys(
+            ("shared_anchors", "candidate_windows", "cross_shard_windows", "shuffled_bytes"), 0
+        )
+        counters["shards"] = len(shards)
+        counters["anchors"] = sum(s["anchors"] for s in shards)
+        if len(shards) > 1 and counters["anchors"]:
+            counters["shared_anchors"] = _in_several_shards(
+                Path(dirs["anchors"]), Path(dirs["shared"]), n, _ANCHOR_META
+            )
+            counters["shuffled_bytes"] = ANCHOR_ROW_BYTES * counters["anchors"]
+        if counters["shared_anchors"]:
+
+            def fold_candidates(r: dict) -> None:
+                nonlocal index_cpu
+                counters["candidate_windows"] += r["rows"]
+                index_cpu += r["cpu"]
+
+            map_folded(
+                client,
+                self._candidate_windows,
+                range(n),
+                [dirs["shards"]] * n,
+                [dirs["shared"]] * n,
+                [dirs["windows"]] * n,
+                fold=fold_candidates,
+            )
+            counters["shuffled_bytes"] += WINDOW_ROW_BYTES * counters["candidate_windows"]
+        if counters["candidate_windows"]:
+            counters["cross_shard_windows"] = _in_several_shards(
+                Path(dirs["windows"]), Path(dirs["candidates"]), n, _WINDOW_META
             )
         if counters["cross_shard_windows"]:
             map_folded(
@@ -388,7 +520,7 @@ class DedupSubstring(GlobalStage):
         return stats
 
     # -- phase 1 ---------------------------------------------------------------------------
-    def _index_part(self, part: str, part_no: int, shards_dir: str, windows_dir: str) -> dict:
+    def _index_part(self, part: str, part_no: int, shards_dir: str, anchors_dir: str) -> dict:
         c0 = time.process_time()
         k = self.params.min_span_tokens
         has_language = "language" in pq.read_schema(part).names
@@ -399,34 +531,56 @@ class DedupSubstring(GlobalStage):
         if self.params.by == "language":
             groups = read_languages(part, self.name).to_pylist()
         lengths = _utf8_lengths(table)
-        shards, h1s, h2s, shard_nos = [], [], [], []
+        shards, anchors, shard_nos = [], [], []
         Path(shards_dir).mkdir(parents=True, exist_ok=True)
         for s, (lo, hi) in enumerate(shard_rows(lengths, self.params.shard_bytes)):
             idx = index_shard(
-                texts[lo:hi], ids[lo:hi], k, keys[lo:hi], groups[lo:hi] if groups else None
+                texts[lo:hi],
+                ids[lo:hi],
+                k,
+                keys[lo:hi],
+                groups[lo:hi] if groups else None,
+                self.params.anchor_windows,
             )
             np.savez(Path(shards_dir) / f"{part_no:06d}-{s:06d}.npz", lo=lo, hi=hi, **idx)
+            distinct = _distinct(idx["anchor"])
             shards.append(
                 {
                     "bytes": int(lengths[lo:hi].sum()),
                     "tokens": int(idx["sa_entries"]),
                     "windows": int(idx["h1"].size),
+                    "anchors": int(distinct.size),
                 }
             )
-            h1s.append(idx["h1"])
-            h2s.append(idx["h2"])
-            shard_nos.append(np.full(idx["h1"].size, s, np.int32))
-        rows = int(sum(a.size for a in h1s))
-        out = pa.table(
-            {
-                "h1": pa.array(np.concatenate(h1s).view(np.int64) if rows else [], pa.int64()),
-                "h2": pa.array(np.concatenate(h2s).view(np.int64) if rows else [], pa.int64()),
-                "part": pa.array(np.full(rows, part_no, np.int32)),
-                "shard": pa.array(np.concatenate(shard_nos) if rows else [], pa.int32()),
-            }
-        )
-        write_parquet_atomic(out, Path(windows_dir) / f"{part_no:06d}.parquet")
+            anchors.append(distinct)
+            shard_nos.append(np.full(distinct.size, s, np.int32))
+        out = _hash_rows(part_no, shard_nos, anchor=anchors)
+        write_parquet_atomic(out, Path(anchors_dir) / f"{part_no:06d}.parquet")
         return {"shards": shards, "cpu": time.process_time() - c0}
+
+    # -- phase 1 (second half) ---------------------------------------------------------------
+    @staticmethod
+    def _candidate_windows(
+        part_no: int, shards_dir: str, shared_dir: str, windows_dir: str
+    ) -> dict:
+        """The windows of the part whose anchor another shard has too: the (h1, h2, part, shard)
+        rows of the window shuffle, one per such distinct window of a shard."""
+        c0 = time.process_time()
+        path = Path(shared_dir) / f"part={part_no}"
+        if not path.is_dir():
+            return {"rows": 0, "cpu": time.process_time() - c0}
+        shared = pq.read_table(path, columns=["anchor", "shard"]).to_pandas()
+        h1s, h2s, shard_nos = [], [], []
+        for s, rows in shared.groupby("shard", sort=True):
+            with np.load(Path(shards_dir) / f"{part_no:06d}-{int(s):06d}.npz") as npz:
+                anchor, h1, h2 = npz["anchor"], npz["h1"], npz["h2"]
+            hit = np.isin(anchor.view(np.int64), rows["anchor"].to_numpy())
+            h1s.append(h1[hit])
+            h2s.append(h2[hit])
+            shard_nos.append(np.full(int(hit.sum()), s, np.int32))
+        out = _hash_rows(part_no, shard_nos, h1=h1s, h2=h2s)
+        write_parquet_atomic(out, Path(windows_dir) / f"{part_no:06d}.parquet")
+        return {"rows": out.num_rows, "cpu": time.process_time() - c0}
 
     # -- phase 3 ---------------------------------------------------------------------------
     def _candidate_owners(
@@ -569,29 +723,52 @@ def _rows(folder: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in folder.rglob("*.parquet"))
 
 
-# -- phase 2 -------------------------------------------------------------------------------
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values, sorted. ``np.unique`` took 90x as long as this on 6.5 M uint64
+    (numpy 2.4)."""
+    values = np.sort(values)
+    keep = np.ones(values.size, bool)
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+def _hash_rows(part_no: int, shard_nos: list[np.ndarray], **hashes: list[np.ndarray]) -> pa.Table:
+    """A part's rows for a shuffle: the uint64 ``hashes`` columns (as int64), part, shard."""
+    rows = int(sum(a.size for a in shard_nos))
+    columns = {
+        name: pa.array(np.concatenate(arrays).view(np.int64) if rows else [], pa.int64())
+        for name, arrays in hashes.items()
+    }
+    columns["part"] = pa.array(np.full(rows, part_no, np.int32))
+    columns["shard"] = pa.array(np.concatenate(shard_nos) if rows else [], pa.int32())
+    return pa.table(columns)
+
+
+# -- phases 1 and 2: the anchor and window shuffles ------------------------------------------
+_ANCHOR_META = {"anchor": "int64", "part": "int32", "shard": "int32"}
 _WINDOW_META = {"h1": "int64", "h2": "int64", "part": "int32", "shard": "int32"}
 
 
-def _repeated_windows(df: pd.DataFrame) -> pd.DataFrame:
-    """One partition shuffled on ``h1``: the (window, shard) rows of windows in 2+ shards (a
-    shard lists each of its distinct windows once)."""
-    size = df.groupby(["h1", "h2"], sort=False)["shard"].transform("size")
-    return df[size > 1].astype(_WINDOW_META).reset_index(drop=True)
+def _repeated(df: pd.DataFrame, meta: dict[str, str]) -> pd.DataFrame:
+    """One partition shuffled on the first column of ``meta``: the rows whose hash (every
+    column but part and shard) is in 2+ shards (a shard lists each of its hashes once)."""
+    key = [c for c in meta if c not in ("part", "shard")]
+    size = df.groupby(key, sort=False)["shard"].transform("size")
+    return df[size > 1].astype(meta).reset_index(drop=True)
 
 
-def _cross_candidates(windows_dir: Path, candidates_dir: Path, n_parts: int) -> int:
-    """Write the windows that occur in more than one shard, partitioned by part; return how many
-    (window, shard) rows that is."""
+def _in_several_shards(src: Path, dest: Path, n_parts: int, meta: dict[str, str]) -> int:
+    """Dask shuffle of the hash rows in ``src`` (columns ``meta``): write those whose hash occurs
+    in more than one shard to ``dest``, partitioned by part; return how many rows that is."""
     import dask.dataframe as dd
 
-    ddf = dd.read_parquet(str(windows_dir), columns=list(_WINDOW_META))
+    ddf = dd.read_parquet(str(src), columns=list(meta))
     split = max(1, min(n_parts, ddf.npartitions))
-    cand = ddf.shuffle(on="h1", npartitions=split).map_partitions(
-        _repeated_windows, meta=_WINDOW_META
+    shuffled = ddf.shuffle(on=next(iter(meta)), npartitions=split)
+    shuffled.map_partitions(_repeated, meta, meta=meta).to_parquet(
+        str(dest), partition_on=["part"], write_index=False
     )
-    cand.to_parquet(str(candidates_dir), partition_on=["part"], write_index=False)
-    return _rows(candidates_dir)
+    return _rows(dest)
 
 
 # -- phase 3 (second half) ---------------------------------------------------------------
