@@ -546,3 +546,40 @@ def test_arrow_and_per_line_json_paths_give_the_same_documents(records, tmp_path
     assert fast.equals(slow)
     assert fast_stats[0].dropped == slow_stats[0].dropped == {"empty_text": 27}
     assert fast_stats[0].counters == slow_stats[0].counters
+
+
+@pytest.mark.parametrize("chunk", [4096, 50_000])
+def test_blocks_through_one_reused_buffer_give_every_line_once(
+    records, tmp_path, monkeypatch, chunk
+):
+    """JSONL is decoded into one buffer that is reused block after block and grows for a line
+    longer than it: every format, a slice size that cuts lines, and a 300 KB line give the
+    same documents as the lines themselves (a table that kept pointing into the buffer would
+    show the later blocks' bytes)."""
+    from refine.extract import textfiles
+
+    monkeypatch.setattr(textfiles, "_CHUNK", chunk)
+    rows = [{"text": r["text"], "id": r["id"]} for r in records]
+    rows.insert(300, {"text": "a very long line " * 18_000, "id": "long"})
+    raw = jsonl_bytes(rows)
+    files = {
+        "r.jsonl": raw,
+        "r.jsonl.gz": gzip.compress(raw),
+        "r.jsonl.zst": zstandard.ZstdCompressor().compress(raw),
+        "nolastnewline.jsonl": raw[:-1],
+    }
+    expected = kept(rows)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        for slice_mb in (None, 30_000 / 2**20):
+            params = (
+                ReadParams(metadata_fields=[])
+                if slice_mb is None
+                else ReadParams(metadata_fields=[], slice_mb=slice_mb)
+            )
+            docs, stats, n_parts = read_all(params, [str(tmp_path / name)])
+            assert docs["id"].to_pylist() == [r["id"] for r in expected], (name, slice_mb)
+            assert docs["text"].to_pylist() == [r["text"] for r in expected], (name, slice_mb)
+            assert sum(s.docs_in for s in stats) == len(rows)
+            if slice_mb is not None and not name.endswith((".gz", ".zst")):
+                assert n_parts > 10

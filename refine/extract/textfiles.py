@@ -24,6 +24,7 @@ group that cannot be read each become one dropped record with a reason and its `
 from __future__ import annotations
 
 import gzip
+import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -682,103 +683,184 @@ def _split_lines(base: int, block: bytes | memoryview) -> Iterator[tuple[int, by
         start = end + 1
 
 
-def _iter_blocks(url: str, start: int, end: int | None) -> Iterator[tuple[int, bytes]]:
-    """Blocks of whole lines (offset of the block, bytes) for the lines starting in [start, end)."""
-    base: int | None = None
-    tail = b""
-    for pos, chunk in _iter_chunks(url, start):
-        if base is None:
-            base = pos
-        if end is not None and base >= end:
-            return
-        data = tail + chunk if tail else chunk
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            tail = data
-            continue
-        block, tail = memoryview(data)[:cut], data[cut:]  # the block is not copied
-        if end is not None and base + len(block) > end:
-            # the lines starting before end: up to the end of the line holding byte end - 1
-            keep = data.find(b"\n", end - base - 1) + 1
-            yield base, block[:keep]
-            return
-        yield base, block
-        base += len(block)
-    if tail and base is not None and (end is None or base < end):
-        yield base, tail
+def _iter_blocks(url: str, start: int, end: int | None) -> Iterator[tuple[int, memoryview]]:
+    """Blocks of whole lines (offset of the block, bytes) for the lines starting in [start, end).
+
+    The decompressed bytes go straight into one buffer that is reused (no copy to join pieces,
+    no fresh memory per block): a block is only valid until the next one is asked for, so
+    every caller parses a block (or copies what it keeps) before it moves on. A line longer
+    than the buffer grows it. After a damaged stream the whole lines decoded before the damage
+    are yielded, then its ``_StreamError`` is raised."""
+    src = _Decoded(url, start)
+    try:
+        buf = bytearray(_CHUNK)
+        have = 0  # bytes at the start of buf: the unfinished line of the previous block
+        base = src.pos
+        while True:
+            if end is not None and base >= end:
+                return
+            if have == len(buf):  # one line fills the buffer: a bigger one for the rest of it
+                bigger = bytearray(2 * len(buf))
+                bigger[:have] = buf
+                buf = bigger
+            view = memoryview(buf)
+            size = have + src.fill(view[have:])
+            if src.done and src.error is None:
+                cut = size  # the stream ended: its last line needs no newline
+            else:
+                cut = buf.rfind(b"\n", have, size) + 1  # (the first `have` bytes hold none)
+            if cut:
+                if end is not None and base + cut > end:
+                    # the lines starting before end: up to the end of the line holding byte end - 1
+                    keep = buf.find(b"\n", end - base - 1, cut) + 1 or cut
+                    yield base, view[:keep]
+                    return
+                yield base, view[:cut]
+                base += cut
+            if src.done:
+                if src.error is not None:
+                    raise src.error
+                return
+            buf[: size - cut] = buf[cut:size]  # the unfinished line moves to the front
+            have = size - cut
+    finally:
+        src.close()
 
 
-def _iter_chunks(url: str, start: int) -> Iterator[tuple[int, bytes]]:
-    """(offset, bytes) of the decompressed file from the first line start at or after
-    ``start``. Raises ``_StreamError`` for a stream that ends early or cannot be decoded.
+class _Decoded:
+    """The decompressed bytes of a file, from the first line that starts at or after ``start``,
+    read straight into the caller's memory (``fill``); ``pos`` is the offset of the next byte.
 
     gzip is decoded by python-isal when it is installed; when that fails (a cut or corrupt
     stream), the rest is decoded again by the standard ``gzip`` from where isal stopped, since
-    isal drops the last bytes it decoded before the damage and ``gzip`` keeps them all."""
-    comp = compression(url)
-    fast = _gzip_module() if comp == "gzip" else None
-    pos = 0
-    try:
-        for pos, chunk in _chunks(url, start, comp, fast):
-            yield pos, chunk
-            pos += len(chunk)
-    except _StreamError:
-        if fast is None or fast is gzip:
-            raise
-        skip = pos
-        for pos, chunk in _chunks(url, 0, comp, gzip):  # noqa: B020 - resumes the count
-            if pos + len(chunk) <= skip:
-                continue
-            chunk = chunk[max(0, skip - pos) :]
-            pos = max(pos, skip)
-            yield pos, chunk
+    isal drops the last bytes it decoded before the damage and ``gzip`` keeps them all. A
+    failure ends the stream: ``fill`` returns the bytes decoded before it and ``error`` holds
+    the ``_StreamError`` (``truncated`` or ``unreadable_file``, at the offset it happened)."""
 
+    def __init__(self, url: str, start: int):
+        self.url = url
+        self.comp = compression(url)
+        self.pos = 0
+        self.done = False
+        self.error: _StreamError | None = None
+        self._gz: Any = _gzip_module() if self.comp == "gzip" else None
+        self._raw: Any = None
+        self._stream: Any = None  # what decodes raw (kept: closing it closes what it reads through)
+        self._into: Any = None
+        self._open(start)
 
-def _chunks(url: str, start: int, comp: str | None, gz: Any) -> Iterator[tuple[int, bytes]]:
-    from refine.pipeline.inputs import open_url
+    def _open(self, start: int) -> None:
+        from refine.pipeline.inputs import open_url
 
-    try:
-        raw = open_url(url).open()
-    except Exception as e:  # noqa: BLE001 - fsspec, HTTP, S3 errors all end here
-        raise _StreamError("unreadable_file", 0, f"cannot open: {e!r}") from None
-    pos = 0
-    try:
-        if comp == "gzip":
-            stream: Any = gz.GzipFile(fileobj=raw, mode="rb")
-        elif comp == "zstd":
+        try:
+            raw = open_url(self.url).open()
+        except Exception as e:  # noqa: BLE001 - fsspec, HTTP, S3 errors all end here
+            raise _StreamError("unreadable_file", 0, f"cannot open: {e!r}") from None
+        self._raw, self.pos = raw, 0
+        into: Any = None
+        if self.comp == "gzip":
+            stream: Any = self._gz.GzipFile(fileobj=raw, mode="rb")
+            # GzipFile's own readinto is BufferedIOBase's (read, then copy); the BufferedReader
+            # it reads through fills the caller's memory from the decompressor directly
+            inner = getattr(stream, "_buffer", None)
+            if isinstance(inner, io.BufferedReader):
+                into = inner.readinto1
+        elif self.comp == "zstd":
             stream = _ZstdStream(raw)
         else:
             stream = raw
-            if start > 0:
-                raw.seek(start - 1)
-                prev = raw.read(1)
-                pos = start
-                if prev != b"\n":  # start is inside a line: it belongs to the previous part
-                    while True:
-                        chunk = raw.read(1 << 16)
-                        if not chunk:
-                            return
-                        i = chunk.find(b"\n")
-                        if i >= 0:
-                            pos += i + 1
-                            raw.seek(pos)
-                            break
-                        pos += len(chunk)
-        read = getattr(stream, "read1", None) or stream.read
-        while True:
-            try:
-                chunk = _read_up_to(read, _CHUNK)
-            except _PartialRead as e:
-                yield pos, e.data
-                raise _stream_error(e.error, comp, pos + len(e.data)) from None
-            except Exception as e:  # noqa: BLE001 - see _stream_error
-                raise _stream_error(e, comp, pos) from None
+            if start > 0 and not self._skip_to_line(start):
+                self.done = True
+        self._stream = stream
+        self._into = into or (
+            getattr(stream, "readinto1", None)
+            or getattr(stream, "readinto", None)
+            or _readinto_from(stream.read)
+        )
+
+    def _skip_to_line(self, start: int) -> bool:
+        """Seek an uncompressed file to the first line start at or after ``start`` (False: there
+        is none)."""
+        raw = self._raw
+        raw.seek(start - 1)
+        prev = raw.read(1)
+        self.pos = start
+        if prev == b"\n":
+            return True
+        while True:  # start is inside a line: it belongs to the previous part
+            chunk = raw.read(1 << 16)
             if not chunk:
+                return False
+            i = chunk.find(b"\n")
+            if i >= 0:
+                self.pos += i + 1
+                raw.seek(self.pos)
+                return True
+            self.pos += len(chunk)
+
+    def fill(self, out: memoryview) -> int:
+        """Decoded bytes into ``out`` until it is full or the stream ends (``done``)."""
+        got = 0
+        while got < len(out) and not self.done:
+            try:
+                k = self._into(out[got:])
+            except Exception as e:  # noqa: BLE001 - see _stream_error
+                if self._gz is not None and self._gz is not gzip:
+                    self._again_with_gzip()
+                    continue
+                self.error = _stream_error(e, self.comp, self.pos)
+                self.done = True
+                break
+            if not k:
+                self.done = True
+                break
+            got += k
+            self.pos += k
+        return got
+
+    def _again_with_gzip(self) -> None:
+        """Decode again with the standard ``gzip``, skipping the ``pos`` bytes already given."""
+        skip = self.pos
+        self.close()
+        self._gz = gzip
+        try:
+            self._open(0)
+        except _StreamError as e:
+            self.error, self.done, self.pos = e, True, skip
+            return
+        scratch = memoryview(bytearray(min(skip, 1 << 20) or 1))
+        while self.pos < skip:
+            try:
+                k = self._into(scratch[: skip - self.pos])
+            except Exception as e:  # noqa: BLE001 - see _stream_error
+                self.error, self.done = _stream_error(e, self.comp, skip), True
+                self.pos = skip
                 return
-            yield pos, chunk
-            pos += len(chunk)
-    finally:
-        raw.close()
+            if not k:  # gzip ends before where isal got to: nothing more to give
+                self.done, self.pos = True, skip
+                return
+            self.pos += k
+
+    def close(self) -> None:
+        stream, raw = self._stream, self._raw
+        self._stream = self._raw = self._into = None
+        try:
+            if stream is not None and stream is not raw and hasattr(stream, "close"):
+                stream.close()
+        finally:
+            if raw is not None:
+                raw.close()
+
+
+def _readinto_from(read: Any) -> Any:
+    """``readinto`` for a file object that only has ``read``."""
+
+    def readinto(out: memoryview) -> int:
+        data = read(len(out))
+        out[: len(data)] = data
+        return len(data)
+
+    return readinto
 
 
 def _stream_error(e: BaseException, comp: str | None, pos: int) -> _StreamError:
@@ -789,31 +871,6 @@ def _stream_error(e: BaseException, comp: str | None, pos: int) -> _StreamError:
     if comp is None:
         return _StreamError("unreadable_file", pos, f"read failed: {e!r}")
     return _StreamError("unreadable_file", pos, f"cannot decompress: {type(e).__name__}: {e}")
-
-
-class _PartialRead(Exception):
-    def __init__(self, data: bytes, error: BaseException):
-        self.data, self.error = data, error
-
-
-def _read_up_to(read: Any, n: int) -> bytes:
-    """About n bytes from ``read`` (a ``read1``: each call may return less). When a call fails,
-    ``_PartialRead`` carries the bytes read before it, so a damaged stream keeps its sound start
-    (``BufferedReader.read(n)`` would drop them with the exception)."""
-    parts: list[bytes] = []
-    have = 0
-    while have < n:
-        try:
-            b = read(n - have)
-        except Exception as e:  # noqa: BLE001 - re-raised by the caller, after the good bytes
-            if not parts:
-                raise
-            raise _PartialRead(b"".join(parts), e) from None
-        if not b:
-            break
-        parts.append(b)
-        have += len(b)
-    return b"".join(parts)
 
 
 def _gzip_module() -> Any:
@@ -839,8 +896,18 @@ class _ZstdStream:
         self._d = self._dctx.decompressobj()
         self._pending = b""
         self._in_frame = False
+        self._out = memoryview(b"")  # decompressed bytes not yet given
 
-    def read(self, n: int) -> bytes:
+    def readinto(self, out: memoryview) -> int:
+        if not self._out:
+            self._out = memoryview(self._next())
+        k = min(len(out), len(self._out))
+        out[:k] = self._out[:k]
+        self._out = self._out[k:]
+        return k
+
+    def _next(self) -> bytes:
+        """The next decompressed piece (of any size; empty at the end)."""
         while True:
             comp, self._pending = self._pending or self._raw.read(1 << 20), b""
             if not comp:
