@@ -125,8 +125,9 @@ def _file_identity(path: str, size: int, mtime_ns: int) -> str:
 
     h = xxhash.xxh3_64()
     with open(path, "rb") as f:
-        for offset in sorted({0, max(0, size // 2 - _IDENTITY_CHUNK // 2),
-                              max(0, size - _IDENTITY_CHUNK)}):
+        for offset in sorted(
+            {0, max(0, size // 2 - _IDENTITY_CHUNK // 2), max(0, size - _IDENTITY_CHUNK)}
+        ):
             f.seek(offset)
             h.update(f.read(_IDENTITY_CHUNK))
     return f"{size}:{h.hexdigest()}"

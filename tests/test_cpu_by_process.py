@@ -23,9 +23,18 @@ time.sleep(0.3)
 
 def test_counts_the_driver_and_its_child_and_prints_one_json_line():
     out = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "cpu_by_process.py"), "--",
-         sys.executable, "-c", COMMAND],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "cpu_by_process.py"),
+            "--",
+            sys.executable,
+            "-c",
+            COMMAND,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     line = json.loads(out.stdout)  # only the JSON line on stdout
     assert "the command's own output" in out.stderr

@@ -327,8 +327,7 @@ def test_checking_the_config_leaves_the_drivers_trafilatura_as_shipped():
         "from refine.extract import trafilatura_speedups\n"
         "assert trafilatura_speedups._INSTALLED is None\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -389,7 +388,9 @@ def test_trafilatura_dedup_does_not_leak_between_partitions(extractor_factory):
 
 # --------------------------------------------------------------------------- language pre-filter
 
-GERMAN = ARTICLE.replace('lang="en"', 'lang="de"').split("<main>")[0] + """<main><article>
+GERMAN = (
+    ARTICLE.replace('lang="en"', 'lang="de"').split("<main>")[0]
+    + """<main><article>
 <h1>Seehunde kehren in die Flussmündung zurück</h1>
 <p>Nach fast zwanzig Jahren hat sich wieder eine Kolonie von Seehunden auf den Sandbänken an der
 Mündung des Flusses niedergelassen, wie Freiwillige der Naturschutzstiftung am Montag
@@ -399,6 +400,7 @@ und elf Jungtiere, und zwar von Booten aus, die in sicherem Abstand gehalten wur
 <p>Forscher der Universität glauben, dass sauberes Wasser und die Erholung der Fischbestände in
 der Flussmündung erklären, warum die Seehunde zurückgekommen sind.</p>
 </article></main></body></html>"""
+)
 
 
 def test_language_prefilter_skips_other_languages_and_leaves_the_rest_untouched(

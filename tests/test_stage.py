@@ -178,12 +178,22 @@ def test_extract_fingerprint_names_the_prefilter_model_only_when_it_is_on():
 
 
 def test_extreme_counters_are_not_summed_across_parts():
-    a = StageStats(name="s", counters=Counter({"lines_removed": 3, "max_rows_per_line_key": 7,
-                                               "cc_converged": 1, "cc_iterations": 4}))
-    b = StageStats(name="s", counters=Counter({"lines_removed": 2, "max_rows_per_line_key": 5,
-                                               "cc_converged": 0}))
+    a = StageStats(
+        name="s",
+        counters=Counter(
+            {"lines_removed": 3, "max_rows_per_line_key": 7, "cc_converged": 1, "cc_iterations": 4}
+        ),
+    )
+    b = StageStats(
+        name="s",
+        counters=Counter({"lines_removed": 2, "max_rows_per_line_key": 5, "cc_converged": 0}),
+    )
     total = merge_stats([a, b, StageStats(name="s")]).counters
-    assert total == {"lines_removed": 5, "max_rows_per_line_key": 7, "cc_converged": 0,
-                     "cc_iterations": 4}
+    assert total == {
+        "lines_removed": 5,
+        "max_rows_per_line_key": 7,
+        "cc_converged": 0,
+        "cc_iterations": 4,
+    }
     # zero values survive (Counter addition would drop them)
     assert (b + StageStats(name="s")).counters["cc_converged"] == 0

@@ -87,6 +87,27 @@ def test_order_is_seeded_and_independent_of_partitions_and_workers(tmp_path):
     assert [i for p in shuffled_order(other) for i in p] != flat
 
 
+def test_each_part_is_in_key_order_when_written_a_few_rows_at_a_time(tmp_path, monkeypatch):
+    """Output parts are written WRITE_ROWS rows at a time (row groups); the documents still come
+    in the order of their shuffle keys, across row groups, parts and input parts, and the
+    decision log's rank is each document's place in that order."""
+    from refine.tokenize import shuffle
+
+    monkeypatch.setattr(shuffle, "WRITE_ROWS", 4)
+    warc = tmp_path / "a.warc.gz"
+    docs = corpus(warc, n=45)
+    out = tmp_path / "out"
+    run(warc, out, 0.0005, 2, [{"shuffle": {"seed": 3, "docs_per_part": 20}}])
+    files = list_parts(out / "documents" / "02_shuffle")
+    assert [pq.ParquetFile(f).metadata.num_row_groups for f in files] == [5, 5, 2]
+    flat = [i for p in shuffled_order(out) for i in p]
+    ids = [d[0] for d in docs]
+    expected = [i for _, i in sorted(zip(shuffle.shuffle_keys(ids, 3), ids, strict=True))]
+    assert flat == expected
+    log = pq.read_table(out / "stages" / "02_shuffle", columns=["id", "rank"]).to_pylist()
+    assert {r["id"]: r["rank"] for r in log} == {i: k for k, i in enumerate(expected)}
+
+
 def test_shuffle_keeps_every_column(tmp_path):
     warc = tmp_path / "a.warc.gz"
     corpus(warc, n=10)

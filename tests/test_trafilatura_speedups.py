@@ -81,8 +81,14 @@ def test_translated_regex_selects_what_python_re_finds(pattern):
 
 @pytest.mark.parametrize(
     "pattern,flags",
-    [("(^|\\s)link(\\s|$)", ""), ("fulltext", "i"), ("a.*b", ""), ("\\bnav", ""), ("[^a]x", ""),
-     ("a+", "")],
+    [
+        ("(^|\\s)link(\\s|$)", ""),
+        ("fulltext", "i"),
+        ("a.*b", ""),
+        ("\\bnav", ""),
+        ("[^a]x", ""),
+        ("a+", ""),
+    ],
 )
 def test_untranslatable_patterns_are_left_alone(pattern, flags):
     assert ts.translate_regex("@class", pattern, flags) is None
@@ -94,8 +100,10 @@ def test_untranslatable_patterns_are_left_alone(pattern, flags):
 
 def test_union_argument_uses_the_first_attribute_in_document_order():
     """``re:test(@id|@class, P)`` tests whichever of the two comes first in the source."""
-    html = ('<html><body><div id="x" class="y"/><div class="x" id="y"/><div class="x"/>'
-            '<div id="x"/><div id="y" class="x"/><div/></body></html>')
+    html = (
+        '<html><body><div id="x" class="y"/><div class="x" id="y"/><div class="x"/>'
+        '<div id="x"/><div id="y" class="x"/><div/></body></html>'
+    )
     doc = etree.fromstring(html, etree.HTMLParser())
     old = etree.XPath(".//div[re:test(@id|@class, '^x$')]", namespaces=NS)
     new_path, done, _ = ts.translate_path(old.path)
@@ -107,8 +115,10 @@ def test_union_argument_uses_the_first_attribute_in_document_order():
 
 
 def test_calls_in_a_path_are_all_found_and_rewritten():
-    path = (".//*[self::div or self::p][re:test(@id, 'a|b') or contains(@x, 'y)') or\n"
-            " re:test(@class, \"it's\") or re:test(@class, 'q', 'i')][not(.//h1)]")
+    path = (
+        ".//*[self::div or self::p][re:test(@id, 'a|b') or contains(@x, 'y)') or\n"
+        " re:test(@class, \"it's\") or re:test(@class, 'q', 'i')][not(.//h1)]"
+    )
     new, done, kept = ts.translate_path(path)
     assert (done, kept) == (2, 1)
     assert new.count("re:test(") == 1 and "contains(@x, 'y)')" in new
@@ -137,8 +147,11 @@ def test_same_text_on_every_sample_page():
     data = require_shared_data()
     proc = subprocess.run(
         [sys.executable, "scripts/bench_trafilatura_speedups.py", "--repeat", "1"],
-        cwd=REPO, env={**__import__("os").environ, "REFINE_TEST_DATA": str(data)},
-        capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        env={**__import__("os").environ, "REFINE_TEST_DATA": str(data)},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.stdout.strip(), proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -175,7 +188,8 @@ def test_source_patches_all_apply_to_the_installed_trafilatura():
     report = ts.install()
     assert sorted(report.patched) == sorted(
         [f"{module}.{name}" for module, name, _, _ in ts._SOURCE_PATCHES]  # noqa: SLF001
-        + ["trafilatura.utils.INVALID_XML_CHARS"])
+        + ["trafilatura.utils.INVALID_XML_CHARS"]
+    )
     from trafilatura import core, htmlprocessing
 
     assert core.tree_cleaning is htmlprocessing.tree_cleaning  # the name core imported, too
@@ -226,8 +240,13 @@ def test_tree_cleaning_skips_only_tags_that_are_not_there():
         "<html><body><p>no cleaned tag at all</p></body></html>",
     ]
     for page in pages:
-        for options in (Extractor(), Extractor(precision=True), Extractor(recall=True),
-                        Extractor(tables=False), Extractor(images=True)):
+        for options in (
+            Extractor(),
+            Extractor(precision=True),
+            Extractor(recall=True),
+            Extractor(tables=False),
+            Extractor(images=True),
+        ):
             tree = lxml_html.document_fromstring(page)
             want = etree.tostring(original(deepcopy(tree), options))
             assert etree.tostring(fast(deepcopy(tree), options)) == want
@@ -240,8 +259,17 @@ def test_invalid_xml_chars_answers_as_the_regex_does():
     fast = tu.INVALID_XML_CHARS
     regex = fast.regex
     assert ts._char_class_members(regex.pattern) is not None  # noqa: SLF001
-    for s in ["", "plain <p>html</p>", "a\x00b", "\x1f", "é\ufffe", "x\uffff\x0b\x0c",
-              "\t\n\r kept", "\x7f\x80 not in the class", "日本語\x08"]:
+    for s in [
+        "",
+        "plain <p>html</p>",
+        "a\x00b",
+        "\x1f",
+        "é\ufffe",
+        "x\uffff\x0b\x0c",
+        "\t\n\r kept",
+        "\x7f\x80 not in the class",
+        "日本語\x08",
+    ]:
         assert fast.sub("", s) == regex.sub("", s)
         assert fast.sub("", s, 1) == regex.sub("", s, 1)
         assert bool(fast.search(s)) == bool(regex.search(s))

@@ -26,9 +26,11 @@ def _ids(elems) -> list[str]:
 
 
 def test_first_match_and_first_matching_child_of_each_parent():
-    html = ('<html><body><div n="1" class="a"><div n="2" class="a"/><p n="3" class="a"/>'
-            '<div n="4" class="a"/></div><section n="5"><div n="6" class="b"/>'
-            '<div n="7" class="a"/></section></body></html>')
+    html = (
+        '<html><body><div n="1" class="a"><div n="2" class="a"/><p n="3" class="a"/>'
+        '<div n="4" class="a"/></div><section n="5"><div n="6" class="b"/>'
+        '<div n="7" class="a"/></section></body></html>'
+    )
     old, new = _both("(.//*[self::div or self::p][@class='a'])[1]", html)
     assert _ids(old) == _ids(new) == ["1"]
     # [1] inside the step: per parent, the first child that matches
@@ -37,8 +39,10 @@ def test_first_match_and_first_matching_child_of_each_parent():
 
 
 def test_attribute_union_string_is_the_first_attribute_in_the_element():
-    html = ('<html><body><div n="1" id="x" class="y"/><div n="2" class="x" id="y"/>'
-            '<div n="3" class="x"/><div n="4" id="y"/><div n="5"/></body></html>')
+    html = (
+        '<html><body><div n="1" id="x" class="y"/><div n="2" class="x" id="y"/>'
+        '<div n="3" class="x"/><div n="4" id="y"/><div n="5"/></body></html>'
+    )
     old, new = _both(".//div[re:test(@id|@class, '^x$')]", html)
     assert _ids(old) == _ids(new) == ["1", "2", "3"]
     old, new = _both(".//div[starts-with(@class|@id, 'y')]", html)
@@ -49,9 +53,11 @@ def test_attribute_union_string_is_the_first_attribute_in_the_element():
 
 
 def test_functions_and_negation():
-    html = ('<html><body><div n="1" role="Navigation"/><div n="2" class="Teaser big"/>'
-            '<div n="3" class="x"><h1>t</h1></div><div n="4" class="x"/>'
-            '<div n="5" class="FULLTEXT"/><span n="6" style="display: none"/></body></html>')
+    html = (
+        '<html><body><div n="1" role="Navigation"/><div n="2" class="Teaser big"/>'
+        '<div n="3" class="x"><h1>t</h1></div><div n="4" class="x"/>'
+        '<div n="5" class="FULLTEXT"/><span n="6" style="display: none"/></body></html>'
+    )
     cases = {
         ".//*[contains(translate(@role, 'N', 'n'), 'nav')]": ["1"],
         ".//div[contains(translate(@class, 'TB', 'tb'), 'teaser big')]": ["2"],
@@ -67,9 +73,18 @@ def test_functions_and_negation():
 
 
 def test_unsupported_expressions_raise():
-    for path in ["//div", ".//div/p", ".//div[2]", ".//div[@a != 'x']", "(.//a)[1]|(.//b)[1]",
-                 ".//div[position() < 3]", ".//div[$v]", ".//div[count(p) > 1]",
-                 ".//div[re:test(@class, $p)]", ".//div[descendant::p]"]:
+    for path in [
+        "//div",
+        ".//div/p",
+        ".//div[2]",
+        ".//div[@a != 'x']",
+        "(.//a)[1]|(.//b)[1]",
+        ".//div[position() < 3]",
+        ".//div[$v]",
+        ".//div[count(p) > 1]",
+        ".//div[re:test(@class, $p)]",
+        ".//div[descendant::p]",
+    ]:
         try:
             xp = etree.XPath(path, namespaces=NS)
         except etree.XPathSyntaxError:
@@ -152,8 +167,9 @@ def test_regex_cache_is_bounded_and_stays_right(monkeypatch):
 
     monkeypatch.setattr(xpath_python, "_CACHE_LIMIT", 3)
     test = xpath_python._cached_search(re.compile("^nav|menu"))  # noqa: SLF001
-    values = [f"x{i} menu" if i % 3 == 0 else f"nav{i}" if i % 3 == 1 else f"x{i}"
-              for i in range(20)] * 2
+    values = [
+        f"x{i} menu" if i % 3 == 0 else f"nav{i}" if i % 3 == 1 else f"x{i}" for i in range(20)
+    ] * 2
     assert [test(v) for v in values] == [bool(re.search("^nav|menu", v)) for v in values]
     cells = test.__closure__
     cache = next(c.cell_contents for c in cells if isinstance(c.cell_contents, dict))

@@ -211,7 +211,7 @@ def _literal(text: str) -> str:
     if '"' not in text:
         return f'"{text}"'
     pieces = [f"'{p}'" if p else "" for p in text.split("'")]
-    return "concat(" + ", \"'\", ".join(p or "''" for p in pieces) + ")"
+    return "concat(" + ', "\'", '.join(p or "''" for p in pieces) + ")"
 
 
 def _ends(s: str, text: str) -> str:
@@ -357,8 +357,22 @@ def _probe_values(path: str) -> list[str]:
         pieces.update(p for p in lit if p)
     values: set[str] = set()
     for p in pieces:
-        values.update({p, " " + p, p + " ", "a" + p, p + "b", "a" + p + "b", p + "\n", "\n" + p,
-                       p[:-1], p[1:], p.upper(), p + p})
+        values.update(
+            {
+                p,
+                " " + p,
+                p + " ",
+                "a" + p,
+                p + "b",
+                "a" + p + "b",
+                p + "\n",
+                "\n" + p,
+                p[:-1],
+                p[1:],
+                p.upper(),
+                p + p,
+            }
+        )
     return sorted(values)
 
 
@@ -367,8 +381,11 @@ def _probe_document(path: str) -> etree._Element:
     names, in turn), and each pair of attributes that a union compares appears in both orders."""
     attrs = sorted(set(re.findall(r"@([A-Za-z_][\w.-]*)", path))) or ["class"]
     tags = sorted(set(re.findall(r"self::([A-Za-z_][\w-]*)", path))) or ["div"]
-    unions = {tuple(a.lstrip("@").strip() for a in args[0].split("|"))
-              for _s, _e, args in _find_calls(path) if args and "|" in args[0]}
+    unions = {
+        tuple(a.lstrip("@").strip() for a in args[0].split("|"))
+        for _s, _e, args in _find_calls(path)
+        if args and "|" in args[0]
+    }
     values = _probe_values(path)
     root = etree.Element("html")
     body = etree.SubElement(root, "body")
@@ -389,8 +406,9 @@ def _probe_document(path: str) -> etree._Element:
     return root
 
 
-def check_equivalent(old: etree.XPath, new: etree.XPath, path: str,
-                     doc: etree._Element | None = None) -> bool:
+def check_equivalent(
+    old: etree.XPath, new: etree.XPath, path: str, doc: etree._Element | None = None
+) -> bool:
     """Whether both expressions select the same elements, in the same order, on ``path``'s probe
     document."""
     if doc is None:
@@ -435,8 +453,13 @@ class SpeedupReport:
 
     def applied(self) -> list[str]:
         """The names (``CHANGES``) of the changes that are installed, in their order."""
-        done = (self.python_paths > 0, self.expressions > 0, self.parser_lookup, self.prune,
-                bool(self.patched))
+        done = (
+            self.python_paths > 0,
+            self.expressions > 0,
+            self.parser_lookup,
+            self.prune,
+            bool(self.patched),
+        )
         return [name for name, on in zip(CHANGES, done, strict=True) if on]
 
     def summary(self) -> dict:
@@ -462,8 +485,10 @@ def _python_path(old: etree.XPath, report: SpeedupReport) -> PythonPath | None:
         return None
     # a quick check in every extraction child; tests/test_xpath_python.py runs 200 random trees
     # per expression and every call on the sample pages
-    docs = [_probe_document(old.path),
-            *random_documents(old.path, _probe_values(old.path), count=8)]
+    docs = [
+        _probe_document(old.path),
+        *random_documents(old.path, _probe_values(old.path), count=8),
+    ]
     for doc in docs:
         if not check_equivalent(old, new, old.path, doc):
             report.rejected.append(old.path)
@@ -491,8 +516,11 @@ def _rewrite(old: etree.XPath, report: SpeedupReport) -> etree.XPath | PythonPat
     # elements, so no string the caller sees changes type.
     probe = _probe_document(path)
     returned = old(probe)
-    smart = not (isinstance(returned, list) and returned
-                 and all(isinstance(e, etree._Element) for e in returned))
+    smart = not (
+        isinstance(returned, list)
+        and returned
+        and all(isinstance(e, etree._Element) for e in returned)
+    )
     try:
         new = etree.XPath(new_path, namespaces=namespaces, smart_strings=smart)
     except etree.XPathError:
@@ -522,9 +550,14 @@ def _install_parser_lookup(report: SpeedupReport) -> None:
     parser = getattr(utils, "HTML_PARSER", None)
     if not isinstance(parser, html.HTMLParser):
         return
-    parser.set_element_class_lookup(etree.ElementDefaultClassLookup(
-        element=html.HtmlElement, comment=html.HtmlComment,
-        pi=html.HtmlProcessingInstruction, entity=html.HtmlEntity))
+    parser.set_element_class_lookup(
+        etree.ElementDefaultClassLookup(
+            element=html.HtmlElement,
+            comment=html.HtmlComment,
+            pi=html.HtmlProcessingInstruction,
+            entity=html.HtmlEntity,
+        )
+    )
     report.parser_lookup = True
 
 
@@ -659,7 +692,7 @@ _SOURCE_PATCHES = [
         "        for elem, candidate in candidates.items():\n"
         "            total_length = text_length(elem) or 1\n"
         "            link_length = 0\n"
-        "            for link in elem.findall(\".//a\"):\n"
+        '            for link in elem.findall(".//a"):\n'
         "                length = link_lengths.get(link)\n"
         "                if length is None:\n"
         "                    length = link_lengths[link] = text_length(link)\n"
@@ -726,8 +759,11 @@ def patch_source(func, old: str, new: str):
     if not source.startswith("def "):  # decorated, or not a plain function
         return None
     namespace: dict = {}
-    exec(compile(source, f"<refine speedups: {func.__module__}.{func.__qualname__}>", "exec"),
-         func.__globals__, namespace)
+    exec(
+        compile(source, f"<refine speedups: {func.__module__}.{func.__qualname__}>", "exec"),
+        func.__globals__,
+        namespace,
+    )
     fast = namespace[func.__name__]
     fast.__wrapped_original__ = func
     return fast
@@ -829,14 +865,19 @@ def imported_versions() -> dict[str, str | None]:
     import lxml
     import trafilatura
 
-    return {"trafilatura": getattr(trafilatura, "__version__", None),
-            "lxml": getattr(lxml, "__version__", None)}
+    return {
+        "trafilatura": getattr(trafilatura, "__version__", None),
+        "lxml": getattr(lxml, "__version__", None),
+    }
 
 
 def untested(versions: dict[str, str | None]) -> dict[str, str | None]:
     """The libraries of ``versions`` whose version is not in ``TESTED_VERSIONS``."""
-    return {name: version for name, version in versions.items()
-            if version not in TESTED_VERSIONS.get(name, ())}
+    return {
+        name: version
+        for name, version in versions.items()
+        if version not in TESTED_VERSIONS.get(name, ())
+    }
 
 
 def _describe(versions: dict[str, str | None]) -> str:
@@ -873,13 +914,16 @@ def install(force: bool = False) -> SpeedupReport:
         LOGGER.warning(
             "trafilatura speedups not installed: %s %s not among the tested versions (%s); "
             "trafilatura runs as shipped (extract.speedups: force installs them anyway)",
-            _describe(other), "is" if len(other) == 1 else "are",
-            ", ".join(f"{n} {'/'.join(v)}" for n, v in TESTED_VERSIONS.items()))
+            _describe(other),
+            "is" if len(other) == 1 else "are",
+            ", ".join(f"{n} {'/'.join(v)}" for n, v in TESTED_VERSIONS.items()),
+        )
         _INSTALLED = SpeedupReport(status="skipped_untested_version", versions=versions)
         return _INSTALLED
     if other:
-        LOGGER.info("trafilatura speedups installed on untested versions (%s), as forced",
-                    _describe(other))
+        LOGGER.info(
+            "trafilatura speedups installed on untested versions (%s), as forced", _describe(other)
+        )
     report = SpeedupReport(status="forced" if other else "on", versions=versions)
     # id -> (original, rewrite or None). Holding the original keeps its id from being reused by
     # a new object; rewrites are never rewritten again (lists are shared between modules).
@@ -896,9 +940,12 @@ def install(force: bool = False) -> SpeedupReport:
                 rewrites.add(id(new))
         return replaced[id(x)][1]
 
-    modules = [m for name, m in sys.modules.items()
-               if isinstance(m, types.ModuleType)
-               and (name == "trafilatura" or name.startswith("trafilatura."))]
+    modules = [
+        m
+        for name, m in sys.modules.items()
+        if isinstance(m, types.ModuleType)
+        and (name == "trafilatura" or name.startswith("trafilatura."))
+    ]
     for module in modules:
         for name, value in list(vars(module).items()):
             if isinstance(value, etree.XPath):
@@ -909,14 +956,19 @@ def install(force: bool = False) -> SpeedupReport:
                     if isinstance(item, etree.XPath) and (new := swap(item)) is not None:
                         value[i] = new
             elif isinstance(value, tuple) and any(isinstance(v, etree.XPath) for v in value):
-                setattr(module, name, tuple(
-                    (swap(v) or v) if isinstance(v, etree.XPath) else v for v in value))
+                setattr(
+                    module,
+                    name,
+                    tuple((swap(v) or v) if isinstance(v, etree.XPath) else v for v in value),
+                )
     _install_parser_lookup(report)
     _install_prune(report, modules)
     _install_source_patches(report, modules)
     _install_invalid_chars(report)
     if report.rejected:
-        LOGGER.warning("trafilatura speedups: %d expressions kept as they were (check failed)",
-                       len(report.rejected))
+        LOGGER.warning(
+            "trafilatura speedups: %d expressions kept as they were (check failed)",
+            len(report.rejected),
+        )
     _INSTALLED = report
     return report

@@ -64,7 +64,7 @@ def _tokens(path: str) -> list[str]:
         if m is None or m.end() == i:
             if path[i:].strip() == "":
                 break
-            raise Unsupported(f"cannot read {path[i:i + 20]!r}")
+            raise Unsupported(f"cannot read {path[i : i + 20]!r}")
         i = m.end()
         out.append(m.group(m.lastgroup))
         # "self::x": the tokenizer reads "self" then "::"; names with a colon are function names
@@ -158,8 +158,9 @@ class _Compiler:
         if len(parts) == 1:
             return parts[0]
         tags = tuple(t for p in parts for t in p.tags) if all(p.tags for p in parts) else ()
-        return _Expr("(" + " or ".join(self.to_bool(p).code for p in parts) + ")", "bool",
-                     tags=tags)
+        return _Expr(
+            "(" + " or ".join(self.to_bool(p).code for p in parts) + ")", "bool", tags=tags
+        )
 
     def and_expr(self) -> _Expr:
         parts = [self.eq_expr()]
@@ -306,8 +307,11 @@ class _Compiler:
                 return _Expr(f"({self.var(e.attrs[0])} or '')", "str")
             if len(e.attrs) == 2:
                 a, b = (self.var(n) for n in e.attrs)
-                return _Expr(f"(({b} or '') if {a} is None else ({a} if {b} is None else "
-                             f"_first(el, {e.attrs!r})))", "str")
+                return _Expr(
+                    f"(({b} or '') if {a} is None else ({a} if {b} is None else "
+                    f"_first(el, {e.attrs!r})))",
+                    "str",
+                )
             return _Expr(f"_first(el, {e.attrs!r})", "str")
         raise Unsupported(f"string of {e.kind}")
 
@@ -402,17 +406,21 @@ def compile_path(original: etree.XPath) -> PythonPath:
         lines += [f"        {v} = g({a!r})" for a, v in c.attrs.items()]
         if _false_without_attributes(cond, c):
             # the common case: none of the tested attributes, so the predicate is false
-            lines.append("        if " + " and ".join(f"{v} is None" for v in c.attrs.values())
-                         + ":")
+            lines.append(
+                "        if " + " and ".join(f"{v} is None" for v in c.attrs.values()) + ":"
+            )
             lines.append("            continue")
     if "tag ==" in cond:
         lines.append("        tag = el.tag")
     lines.append(f"        if {cond}:")
     body = "            "
     if spec["first_child"]:
-        lines += [f"{body}parent = el.getparent()",
-                  f"{body}if parent in seen:", f"{body}    continue",
-                  f"{body}seen.add(parent)"]
+        lines += [
+            f"{body}parent = el.getparent()",
+            f"{body}if parent in seen:",
+            f"{body}    continue",
+            f"{body}seen.add(parent)",
+        ]
     lines.append(f"{body}out.append(el)")
     if spec["first_only"]:
         lines.append(f"{body}break")
@@ -426,14 +434,16 @@ def compile_path(original: etree.XPath) -> PythonPath:
 # --------------------------------------------------------------------------- checking
 
 
-def random_documents(path: str, values: list[str], count: int = 40,
-                     seed: int = 0) -> list[etree._Element]:
+def random_documents(
+    path: str, values: list[str], count: int = 40, seed: int = 0
+) -> list[etree._Element]:
     """Random trees for comparing an expression with its compiled form: the tags the path names
     (and a few others), nested up to 6 deep, with attributes it tests set to ``values`` in random
     order, so ``(PATH)[1]``, ``[1]`` per parent, ``.//NAME`` and attribute order all vary."""
     rng = random.Random(seed)
-    tags = sorted(set(re.findall(r"(?:self::|\.//)([A-Za-z_][\w-]*)", path))
-                  | {"div", "span", "p", "b"})
+    tags = sorted(
+        set(re.findall(r"(?:self::|\.//)([A-Za-z_][\w-]*)", path)) | {"div", "span", "p", "b"}
+    )
     attrs = sorted(set(re.findall(r"@([A-Za-z_][\w.-]*)", path)) | {"title"})
     docs = []
     for _ in range(count):

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,25 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_parquet_pieces_atomic(schema: pa.Schema, pieces: Iterable[pa.Table], path: Path) -> int:
+    """Write tables one after another into one Parquet file (a row group or more each), so a
+    file larger than memory allows is never held whole; rows written. Atomic like
+    ``write_parquet_atomic``: the file appears whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for piece in pieces:
+                writer.write_table(piece)
+                rows += piece.num_rows
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return rows
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:

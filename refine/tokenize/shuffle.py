@@ -25,6 +25,11 @@ and ranks, at most one each per input part (the stage reports their number as ``
 and one document file per output part. The documents travel as Arrow IPC streams (one
 per input part and output part), so the Arrow columns (``large_string`` text, timestamps,
 signals) arrive exactly as they were, with no pandas conversion.
+
+Memory per worker follows the partition sizes, not the corpus: an input part's documents are
+ordered by rank once and their streams written into one buffer of its exact size (about two
+copies of the part at once); an output part is written ``WRITE_ROWS`` rows at a time from the
+streams as they arrived (its rows are never copied whole).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -50,7 +56,16 @@ from refine.pipeline.stage import (
     text_hashes,
 )
 from refine.pipeline.stats import StageStats
-from refine.pipeline.storage import list_parts, remove_tree, write_parquet_atomic
+from refine.pipeline.storage import (
+    list_parts,
+    remove_tree,
+    write_parquet_atomic,
+    write_parquet_pieces_atomic,
+)
+
+WRITE_ROWS = 10_000
+"""Rows an output part is written at a time (a row group each): ordering a part by rank copies
+this many documents at once, not the whole part."""
 
 
 class ShuffleParams(StageParams):
@@ -235,27 +250,52 @@ def _blob_meta() -> Any:
 
 def _blobs(part: str, ranks_dir: str) -> Any:
     """pandas, one input part: a row per output part its documents go to, holding those
-    documents (with their ``_rank``) as an Arrow IPC stream."""
+    documents (with their ``_rank``, ordered by it) as an Arrow IPC stream.
+
+    One copy of the part's documents: they are ordered by rank once (an output part is a run
+    of ranks, so each output part's documents are then one slice, not copied), every stream is
+    written into one buffer of its exact size, and the blobs are views of that buffer
+    (``from_buffers``), not Python bytes each copied again."""
     import pandas as pd
 
     table = pq.read_table(part)
     if not table.num_rows:
         return _blob_meta()
     ranks = _read_ranks(part, ranks_dir)
-    with_rank = table.append_column("_rank", ranks["rank"])
-    outs, blobs = [], []
-    for out in pc.unique(ranks["out"]).to_pylist():
-        frag = with_rank.filter(pc.equal(ranks["out"], out))
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, frag.schema) as writer:
-            writer.write_table(frag)
-        outs.append(out)
-        blobs.append(sink.getvalue().to_pybytes())
+    order = pc.sort_indices(ranks["rank"])
+    table = table.append_column("_rank", ranks["rank"]).take(order)
+    outs_sorted = ranks["out"].take(order).to_numpy()
+    del ranks, order
+    bounds = np.flatnonzero(np.diff(outs_sorted)) + 1
+    starts = np.concatenate([[0], bounds]).astype(np.int64)
+    ends = np.concatenate([bounds, [len(outs_sorted)]]).astype(np.int64)
+    pieces = [table.slice(a, b - a) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    # the streams' sizes first (a mock stream counts bytes, copies none), then one buffer of
+    # exactly that size: a growing buffer would double past it and copy itself as it grows
+    mock = pa.MockOutputStream()
+    offsets = [0]
+    for piece in pieces:
+        with pa.ipc.new_stream(mock, table.schema) as writer:
+            writer.write_table(piece)
+        offsets.append(mock.size())
+    data = pa.allocate_buffer(offsets[-1])
+    sink = pa.FixedSizeBufferWriter(data)
+    for k, piece in enumerate(pieces):
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(piece)
+        if sink.tell() != offsets[k + 1]:
+            raise RuntimeError(
+                f"{part}: IPC stream {k} is {sink.tell()} bytes, counted {offsets[k + 1]}"
+            )
+    del table, pieces
+    blobs = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(starts), [None, pa.array(offsets, pa.int64()).buffers()[1], data]
+    )
     return pd.DataFrame(
         {
-            "_out": pd.Series(outs, dtype="int64"),
-            "_part": pd.Series([Path(part).stem] * len(outs), dtype="string"),
-            "_blob": pd.Series(pd.arrays.ArrowExtensionArray(pa.array(blobs, pa.large_binary()))),
+            "_out": pd.Series(outs_sorted[starts], dtype="int64"),
+            "_part": pd.Series([Path(part).stem] * len(starts), dtype="string"),
+            "_blob": pd.Series(pd.arrays.ArrowExtensionArray(blobs)),
         }
     )
 
@@ -284,6 +324,26 @@ def _move(client: Any, parts: list[str], ranks_dir: str, output_dir: str, n_out:
         raise RuntimeError(f"shuffle wrote output parts {sorted(done['out'])}, not 0..{n_out - 1}")
 
 
+def _binary_chunks(column: Any) -> list[pa.Buffer]:
+    """The values of a pandas column of Arrow binary as Arrow buffers (views, no copy)."""
+    arr = column.array
+    if not hasattr(arr, "__arrow_array__"):  # not Arrow-backed: Python bytes
+        return [pa.py_buffer(b) for b in column.tolist()]
+    chunked = arr.__arrow_array__()
+    if isinstance(chunked, pa.Array):
+        chunked = pa.chunked_array([chunked])
+    out = []
+    for chunk in chunked.chunks:
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[
+            chunk.offset : chunk.offset + len(chunk) + 1
+        ]
+        data = chunk.buffers()[2]
+        out.extend(
+            data.slice(int(a), int(b - a)) for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+        )
+    return out
+
+
 def part_width(n: int) -> int:
     """Digits of the part numbers of ``n`` parts (at least 5): names sort as strings in
     number order past 99,999 parts (readers list part files in string order)."""
@@ -303,12 +363,19 @@ def _assemble(df: Any, output_dir: str, width: int = 5) -> Any:
     if len(outs) != 1:
         raise RuntimeError(f"one shuffled partition holds output parts {outs}")
     out = int(outs[0])
-    df = df.sort_values("_part", kind="stable")
+    # the streams are read where they lie (IPC reads of a buffer are views, no copy), then
+    # written in rank order ``WRITE_ROWS`` at a time: the rows are never copied whole
+    blobs = _binary_chunks(df["_blob"])
+    order = np.argsort(df["_part"].to_numpy(dtype=object), kind="stable").tolist()
     frags = []
-    for blob in df["_blob"].tolist():
-        with pa.ipc.open_stream(blob) as reader:
+    for k in order:
+        with pa.ipc.open_stream(blobs[k]) as reader:
             frags.append(reader.read_all())
-    table = pa.concat_tables(frags, promote_options="default").sort_by("_rank")
-    table = table.drop_columns(["_rank"]).combine_chunks()
-    write_parquet_atomic(table, Path(output_dir) / f"part-{out:0{width}d}.parquet")
+    table = pa.concat_tables(frags, promote_options="default")
+    del frags, blobs
+    ranked = pc.sort_indices(table["_rank"])
+    table = table.drop_columns(["_rank"])
+    pieces = (table.take(ranked.slice(i, WRITE_ROWS)) for i in range(0, table.num_rows, WRITE_ROWS))
+    path = Path(output_dir) / f"part-{out:0{width}d}.parquet"
+    write_parquet_pieces_atomic(table.schema, pieces, path)
     return pd.DataFrame({"out": pd.Series([out], dtype="int64"), "rows": [table.num_rows]})
