@@ -66,9 +66,12 @@ _STR = "string"
 _BATCH_ROWS = 512
 #: Candidate edges per shuffled partition in connected components. The rounds are shuffles over
 #: the edges: sizing them by the edge count, not by the number of document parts, keeps each
-#: task's memory bounded (~250k edges x 2 directions + labels) and avoids paying a round's fixed
-#: cost per document part when there are few duplicates.
-EDGES_PER_PARTITION = 250_000
+#: task's memory bounded and avoids paying a round's fixed cost per document part when there are
+#: few duplicates. A worker's peak (round 1's two p2p shuffles) at 1 / 4 / 8 / 16 M edges, 2
+#: workers (scripts/bench_components_memory.py): 557 / 664 / 662 / 690 MB at 100,000 edges per
+#: partition, 617-703 / 886 / 916 / 1,048 MB at 200,000: at 100,000 it levels off, with the same
+#: wall time.
+EDGES_PER_PARTITION = 100_000
 #: see ``DedupMinhashParams.single_task_rows``
 SINGLE_TASK_ROWS = 250_000
 
