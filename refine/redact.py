@@ -12,7 +12,11 @@ rewrites the strings of report.json and the tokens' manifest.json, and ``redact_
   its scheme, become ``<redacted>``; the report's ``cluster.scheduler`` and
   ``config.cluster.address`` go.
 - A config string that held ``${VAR}`` goes back to what was written (report.json's
-  ``config_env``), so no value taken from the environment is published.
+  ``config_env``), so no value taken from the environment is published. Where such a string
+  is a remote URL, the part the environment gave (up to the end of its last variable) is put
+  back as written wherever it appears (the inputs' URLs, ``source``), e.g.
+  ``${MIRROR}/crawl/CC-1.warc.gz#12``: a mirror or bucket named only in the environment stays
+  there.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import copy
 import os
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,9 @@ _URL = r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+"
 #: URL or a ``${VAR}``; it ends at a space, a quote or punctuation that closes it.
 _PATH = r"(?<![\w.~/\\:$}-])/[^\s'\"<>`,;:(){}|]+"
 _TOKEN = re.compile(f"(?P<url>{_URL})|(?P<path>{_PATH})")
+#: A variable in a config string as ``refine.pipeline.config`` expands it
+_ENV_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}|\$[A-Za-z_][A-Za-z0-9_]*")
+_REMOTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://.")
 #: Parquet's codec names as pyarrow's writer spells them, where they differ
 _CODECS = {"UNCOMPRESSED": "none"}
 
@@ -55,6 +62,8 @@ class Redactor:
     roots: list[str]
     #: strings replaced wherever they appear (the scheduler's address)
     literals: list[str]
+    #: (what the environment gave, as written) for remote URLs: the longest first
+    env: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def for_run(cls, output_dir: Path, report: dict[str, Any]) -> Redactor:
@@ -77,7 +86,11 @@ class Redactor:
             report.get("config", {}).get("cluster", {}).get("address"),
         ]
         literals = {x for a in addresses if a for x in (a, a.partition("://")[2]) if x}
-        return cls(sorted(usable, key=len, reverse=True), sorted(literals, key=len, reverse=True))
+        return cls(
+            sorted(usable, key=len, reverse=True),
+            sorted(literals, key=len, reverse=True),
+            sorted(_env_prefixes(report), key=lambda p: len(p[0]), reverse=True),
+        )
 
     def report(self, report: dict[str, Any]) -> dict[str, Any]:
         """A copy of report.json to publish: the config as written, no scheduler address."""
@@ -118,6 +131,11 @@ class Redactor:
 
     def location(self, value: str) -> str:
         """One path or URL (an input file, a ``source`` without its ``#position``)."""
+        for given, written in self.env:
+            if value.startswith(given):
+                rest, _, query = value[len(given) :].partition("?")
+                query = _public_query(query)
+                return written + rest + (f"?{query}" if query else "")
         if value.startswith("/"):
             return self._path(value)
         if "://" not in value:
@@ -129,8 +147,7 @@ class Redactor:
         if scheme == "file":
             return self._path(url.path) + (f"#{url.fragment}" if url.fragment else "")
         netloc = url.netloc.rpartition("@")[2]
-        params = [p for p in url.query.split("&") if p]
-        query = "&".join(p for p in params if not _SECRET_PARAM.fullmatch(p.partition("=")[0]))
+        query = _public_query(url.query)
         if netloc == url.netloc and len(query) == len(url.query):
             return value
         return urlunsplit((url.scheme, netloc, url.path, query, url.fragment))
@@ -154,6 +171,35 @@ class Redactor:
             public.take(at.indices), pc.struct_field(parts, "pos"), ""
         )
         return pc.if_else(arr.is_valid(), joined, pa.scalar(None, pa.string())).cast(arr.type)
+
+
+def _public_query(query: str) -> str:
+    """A URL's query less the parameters that carry credentials."""
+    params = [p for p in query.split("&") if p]
+    return "&".join(p for p in params if not _SECRET_PARAM.fullmatch(p.partition("=")[0]))
+
+
+def _env_prefixes(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """For each config string that the environment made a remote URL: the start of the URL up
+    to the end of the last variable's value, and that start as written (``https://m.example/x``
+    and ``${MIRROR}``, or ``s3://bucket/run-7`` and ``s3://bucket/${RUN}``)."""
+    out = []
+    for entry in report.get("config_env", []):
+        written = entry.get("written")
+        try:
+            given = reduce(lambda node, key: node[key], entry["at"], report.get("config", {}))
+        except (KeyError, IndexError, TypeError):
+            continue
+        refs = list(_ENV_REF.finditer(written)) if isinstance(written, str) else []
+        if not refs or not isinstance(given, str):
+            continue
+        tail = written[refs[-1].end() :]
+        if not given.endswith(tail):
+            continue
+        start = given[: len(given) - len(tail)]
+        if _REMOTE.match(start) and not start.lower().startswith("file:"):
+            out.append((start, written[: refs[-1].end()]))
+    return out
 
 
 def redact_parquet(src: Path, dst: Path, redactor: Redactor, column: str = "source") -> bool:

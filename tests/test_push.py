@@ -237,25 +237,28 @@ def test_push_publishes_no_local_path_address_or_environment_value(finished_run)
         assert sources and all(re.fullmatch(r"wget-sample-0000\.warc\.gz#\d+", s) for s in sources)
 
 
-def test_push_keeps_remote_input_urls_without_credentials(tmp_path):
-    """An https-style input is a public identifier: its URL stays in report.json and the
-    documents' `source`, less the user:password and the signature of a presigned URL."""
+def _push_remote_run(tmp_path, given, env_var: str | None = None):
+    """A run over the sample WARC served by HTTP (its URL ``given(base)``; ``env_var``, when
+    set, holds the server's base URL), pushed: the server's base, the local report, the files
+    uploaded."""
     data = require_shared_data()
     out = tmp_path / "out"
     with http_server(data / "warc") as base:
-        signed = base.replace("http://", "http://alice:planted-pw@") + (
-            "wget-sample-0000.warc.gz?X-Amz-Signature=planted-sig&part=1"
-        )
-        cfg = write_config(tmp_path / "c.yaml", [signed], out, FAST_STAGES)
-        r = run_cli("run", str(cfg), "--workers", "1", "--no-progress")
+        cfg = write_config(tmp_path / "c.yaml", [given(base)], out, FAST_STAGES)
+        env = {env_var: base} if env_var else None
+        r = run_cli("run", str(cfg), "--workers", "1", "--no-progress", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     local = json.loads((out / "report.json").read_text())
-    assert local["inputs"]["urls"] == [signed]
-    url = f"{base}wget-sample-0000.warc.gz?part=1"
     with HubStub(TOKEN) as hub:
         p = _push(out, hub)
         assert p.returncode == 0, p.stderr[-3000:]
         files = hub.repos["acme/cc-sample"].files
+    return base, local, files
+
+
+def _assert_published_as(files: dict, url: str, needles: tuple[str, ...]) -> None:
+    """report.json names the input as ``url``, every document's source starts with it, and no
+    uploaded file holds a needle."""
     public = json.loads(files["report.json"])
     assert public["inputs"]["urls"] == [url] and public["config"]["input"] == [url]
     data_files = [p for p in files if p.startswith("data/")]
@@ -264,5 +267,28 @@ def test_push_keeps_remote_input_urls_without_credentials(tmp_path):
         sources = pq.read_table(io.BytesIO(files[path]))["source"].to_pylist()
         assert sources and all(s.startswith(url + "#") for s in sources)
     for path, text in _texts(files):
-        for needle in ("planted-pw", "planted-sig", "alice", str(tmp_path)):
+        for needle in needles:
             assert needle not in text, (path, needle)
+
+
+def test_push_keeps_remote_input_urls_without_credentials(tmp_path):
+    """An https-style input is a public identifier: its URL stays in report.json and the
+    documents' `source`, less the user:password and the signature of a presigned URL."""
+    name = "wget-sample-0000.warc.gz?X-Amz-Signature=planted-sig&part=1"
+    base, local, files = _push_remote_run(
+        tmp_path, lambda base: base.replace("http://", "http://alice:planted-pw@") + name
+    )
+    assert local["inputs"]["urls"] == [base.replace("http://", "http://alice:planted-pw@") + name]
+    url = f"{base}wget-sample-0000.warc.gz?part=1"
+    _assert_published_as(files, url, ("planted-pw", "planted-sig", "alice", str(tmp_path)))
+
+
+def test_push_keeps_a_remote_input_named_only_in_the_environment_as_written(tmp_path):
+    """A remote input whose server the config takes from the environment
+    (``${REFINE_PUSH_REMOTE}...``) is published as written: its inputs' URLs and the
+    documents' `source` keep the variable, and the server's address appears nowhere."""
+    written = "${REFINE_PUSH_REMOTE}wget-sample-0000.warc.gz"
+    base, local, files = _push_remote_run(tmp_path, lambda base: written, "REFINE_PUSH_REMOTE")
+    assert local["inputs"]["urls"] == [written.replace("${REFINE_PUSH_REMOTE}", base)]
+    host = base.removeprefix("http://").rstrip("/")
+    _assert_published_as(files, written, (host, str(tmp_path)))
