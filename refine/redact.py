@@ -12,7 +12,8 @@ rewrites the strings of report.json and the tokens' manifest.json, and ``redact_
   its scheme, become ``<redacted>``; the report's ``cluster.scheduler`` and
   ``config.cluster.address`` go.
 - A config string that held ``${VAR}`` goes back to what was written (report.json's
-  ``config_env``), so no value taken from the environment is published. Where such a string
+  ``config_env``; less the query parameters that carry credentials), so no value taken from
+  the environment is published. Where such a string
   is a remote URL, the part the environment gave (up to the end of its last variable) is put
   back as written wherever it appears (the inputs' URLs, ``source``), e.g.
   ``${MIRROR}/crawl/CC-1.warc.gz#12``: a mirror or bucket named only in the environment stays
@@ -98,7 +99,12 @@ class Redactor:
         config = out.get("config", {})
         for entry in out.get("config_env", []):
             *parent, last = entry["at"]
-            reduce(lambda node, key: node[key], parent, config)[last] = entry["written"]
+            written = entry["written"]
+            if isinstance(written, str) and "?" in written:  # ${HOST}/x?token=...: no scheme
+                head, _, query = written.partition("?")
+                query = _public_query(query)
+                written = entry["written"] = head + (f"?{query}" if query else "")
+            reduce(lambda node, key: node[key], parent, config)[last] = written
         out.get("cluster", {}).pop("scheduler", None)
         if isinstance(config.get("cluster"), dict):
             config["cluster"]["address"] = None

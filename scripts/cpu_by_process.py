@@ -88,8 +88,12 @@ def main() -> None:
                 "cpu_seconds_rusage": round(usage.ru_utime + usage.ru_stime, 2),
                 "by_role": by_role,
                 "processes": [
-                    {"pid": pid, "role": e["role"], "cpu": round(e["cpu"], 2),
-                     "rss_peak_mb": round(e["rss_peak_mb"], 1)}
+                    {
+                        "pid": pid,
+                        "role": e["role"],
+                        "cpu": round(e["cpu"], 2),
+                        "rss_peak_mb": round(e["rss_peak_mb"], 1),
+                    }
                     for pid, e in sorted(seen.items())
                 ],
             }

@@ -58,3 +58,18 @@ def test_local_paths_from_the_environment_are_shown_relative_as_before(tmp_path)
     redactor = Redactor.for_run(tmp_path / "out", report)
     assert redactor.env == []
     assert redactor.report(report)["inputs"]["urls"] == ["a.warc.gz"]
+
+
+def test_credentials_in_a_config_string_with_a_variable_are_not_published(tmp_path):
+    """``${HOST}/x?token=...`` has no scheme for the URL rule to see: its credential parameters
+    go all the same, in the config as written and in the inputs' URLs."""
+    report = _report(
+        tmp_path,
+        "${HOST}/x.warc.gz?token=planted&part=1",
+        "https://h.internal.example/x.warc.gz?token=planted&part=1",
+        ["https://h.internal.example/x.warc.gz?token=planted&part=1"],
+    )
+    public = Redactor.for_run(tmp_path / "out", report).report(report)
+    assert public["config"]["input"] == ["${HOST}/x.warc.gz?part=1"]
+    assert public["inputs"]["urls"] == ["${HOST}/x.warc.gz?part=1"]
+    assert "planted" not in str(public) and "h.internal" not in str(public)
