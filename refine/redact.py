@@ -13,11 +13,10 @@ rewrites the strings of report.json and the tokens' manifest.json, and ``redact_
   ``config.cluster.address`` go.
 - A config string that held ``${VAR}`` goes back to what was written (report.json's
   ``config_env``; less the query parameters that carry credentials), so no value taken from
-  the environment is published. Where such a string
-  is a remote URL, the part the environment gave (up to the end of its last variable) is put
-  back as written wherever it appears (the inputs' URLs, ``source``), e.g.
-  ``${MIRROR}/crawl/CC-1.warc.gz#12``: a mirror or bucket named only in the environment stays
-  there.
+  the environment is published. Where such a string is a remote URL, the part the environment
+  gave (up to the end of its last variable) is put back as written wherever it appears (the
+  inputs' URLs, ``source``), e.g. ``${MIRROR}/crawl/CC-1.warc.gz#12``: a mirror or bucket
+  named only in the environment stays there.
 """
 
 from __future__ import annotations
@@ -36,6 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from refine.pipeline.config import _ENV  # a variable as config strings are expanded
+
 REDACTED = "<redacted>"
 DASK_SCHEMES = ("tcp", "tls", "ucx", "inproc")
 #: Query parameters that carry credentials: presigned S3 / GCS URLs, Azure SAS, API tokens.
@@ -48,8 +49,6 @@ _URL = r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+"
 #: URL or a ``${VAR}``; it ends at a space, a quote or punctuation that closes it.
 _PATH = r"(?<![\w.~/\\:$}-])/[^\s'\"<>`,;:(){}|]+"
 _TOKEN = re.compile(f"(?P<url>{_URL})|(?P<path>{_PATH})")
-#: A variable in a config string as ``refine.pipeline.config`` expands it
-_ENV_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}|\$[A-Za-z_][A-Za-z0-9_]*")
 _REMOTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://.")
 #: Parquet's codec names as pyarrow's writer spells them, where they differ
 _CODECS = {"UNCOMPRESSED": "none"}
@@ -100,10 +99,8 @@ class Redactor:
         for entry in out.get("config_env", []):
             *parent, last = entry["at"]
             written = entry["written"]
-            if isinstance(written, str) and "?" in written:  # ${HOST}/x?token=...: no scheme
-                head, _, query = written.partition("?")
-                query = _public_query(query)
-                written = entry["written"] = head + (f"?{query}" if query else "")
+            if isinstance(written, str):  # ${HOST}/x?token=...: no scheme for the URL rule
+                written = entry["written"] = _without_secret_params(written)
             reduce(lambda node, key: node[key], parent, config)[last] = written
         out.get("cluster", {}).pop("scheduler", None)
         if isinstance(config.get("cluster"), dict):
@@ -139,9 +136,7 @@ class Redactor:
         """One path or URL (an input file, a ``source`` without its ``#position``)."""
         for given, written in self.env:
             if value.startswith(given):
-                rest, _, query = value[len(given) :].partition("?")
-                query = _public_query(query)
-                return written + rest + (f"?{query}" if query else "")
+                return written + _without_secret_params(value[len(given) :])
         if value.startswith("/"):
             return self._path(value)
         if "://" not in value:
@@ -185,6 +180,14 @@ def _public_query(query: str) -> str:
     return "&".join(p for p in params if not _SECRET_PARAM.fullmatch(p.partition("=")[0]))
 
 
+def _without_secret_params(text: str) -> str:
+    """A string (a URL or part of one) whose query, after its first ``?``, loses the
+    parameters that carry credentials."""
+    head, q, query = text.partition("?")
+    query = _public_query(query) if q else ""
+    return head + (f"?{query}" if query else "")
+
+
 def _env_prefixes(report: dict[str, Any]) -> list[tuple[str, str]]:
     """For each config string that the environment made a remote URL: the start of the URL up
     to the end of the last variable's value, and that start as written (``https://m.example/x``
@@ -196,7 +199,7 @@ def _env_prefixes(report: dict[str, Any]) -> list[tuple[str, str]]:
             given = reduce(lambda node, key: node[key], entry["at"], report.get("config", {}))
         except (KeyError, IndexError, TypeError):
             continue
-        refs = list(_ENV_REF.finditer(written)) if isinstance(written, str) else []
+        refs = list(_ENV.finditer(written)) if isinstance(written, str) else []
         if not refs or not isinstance(given, str):
             continue
         tail = written[refs[-1].end() :]
